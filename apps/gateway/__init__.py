@@ -1,0 +1,1 @@
+"""The API gateway: DRF routing, authentication, throttling, validation and health."""

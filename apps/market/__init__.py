@@ -1,0 +1,1 @@
+"""Free market data (CoinCap, CoinLore) and on-chain prices."""

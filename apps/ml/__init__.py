@@ -1,0 +1,1 @@
+"""PyTorch advisory models: training and inference on the ml worker only."""

@@ -1,0 +1,27 @@
+"""Signer tasks: the only code on the signer queue. Arguments are ids; nothing else is trusted."""
+
+from apps.signing import services
+from project.db import SerializationRetriesExhausted
+from project.queues import Queue, custos_task
+
+# Contention with a concurrent signing for the same wallet heals, and so does a sealed or unreachable
+# Vault: try again with a capped backoff.
+RETRY = {
+    "autoretry_for": (SerializationRetriesExhausted, *services.TRANSIENT_KEY_ERRORS),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 50,
+}
+
+
+@custos_task(name="signing.sign", queue=Queue.SIGNER, **RETRY)
+def sign(self, trade_id: int, attempt: int) -> dict:
+    outcome = services.trade_sign(trade_id=int(trade_id), attempt=int(attempt))
+    # Only ids and a reason leave the signer: never raw bytes, never key material.
+    return {"signed": outcome.signed, "records": list(outcome.records), "refusal": outcome.refusal}
+
+
+@custos_task(name="signing.create_key", queue=Queue.SIGNER)
+def create_key(self, wallet_id: int) -> None:
+    services.wallet_key_create(wallet_id=int(wallet_id))

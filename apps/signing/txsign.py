@@ -1,0 +1,56 @@
+"""Sign an EIP-1559 (type 2) transaction through any key backend.
+
+eth-account computes the signing hash of the typed transaction; the backend signs that digest; the
+signed transaction is encoded with (y-parity, r, s). Nothing here ever sees key material.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.typed_transactions import TypedTransaction
+from eth_utils import keccak, to_checksum_address
+
+from apps.signing.backends.base import KeyBackend
+
+REQUIRED_FIELDS = ("chainId", "nonce", "to", "value", "data", "gas", "maxFeePerGas", "maxPriorityFeePerGas")
+ALLOWED_FIELDS = frozenset((*REQUIRED_FIELDS, "type", "accessList", "from"))
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    raw: bytes  # 0x02 || rlp([...signed fields])
+    tx_hash: bytes  # keccak(raw): the hash the chain will know it by
+
+
+def _check(tx: dict) -> dict:
+    # eth-account ignores unknown keys (a stray gasPrice would be dropped silently): refuse them here.
+    missing = [name for name in REQUIRED_FIELDS if name not in tx]
+    if missing:
+        raise ValueError(f"EIP-1559 transaction is missing {', '.join(missing)}")
+    unknown = sorted(set(tx) - ALLOWED_FIELDS)
+    if unknown:
+        raise ValueError(f"EIP-1559 transaction has fields it cannot carry: {', '.join(unknown)}")
+    kind = tx.get("type", 2)
+    if (int(kind, 16) if isinstance(kind, str) else kind) != 2:
+        raise ValueError(f"only type 2 (EIP-1559) transactions are signed here, not type {kind!r}")
+    unsigned = {name: value for name, value in tx.items() if name != "from"}
+    unsigned["type"] = 2
+    unsigned.setdefault("accessList", [])
+    return unsigned
+
+
+def sign_transaction(backend: KeyBackend, key_id: str, tx: dict) -> SignedTx:
+    """Sign an EIP-1559 transaction dict (chainId, nonce, to, value, data, gas, maxFeePerGas,
+    maxPriorityFeePerGas, optional accessList) with the backend's key `key_id`.
+
+    A `from` field, when present, must be the key's address.
+    """
+    unsigned = _check(tx)
+    if "from" in tx and to_checksum_address(tx["from"]) != backend.address_of(key_id=key_id):
+        raise ValueError("the transaction's `from` is not the address of the signing key")
+    typed = TypedTransaction.from_dict(unsigned)
+    signature = backend.sign_digest(key_id=key_id, digest=bytes(typed.hash()))
+    signed = TypedTransaction.from_dict({**unsigned, "v": signature.v, "r": signature.r, "s": signature.s})
+    raw = bytes(signed.encode())
+    return SignedTx(raw=raw, tx_hash=keccak(raw))

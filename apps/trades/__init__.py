@@ -1,0 +1,1 @@
+"""The trade state machine and the execution engine."""

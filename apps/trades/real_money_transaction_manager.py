@@ -1,0 +1,813 @@
+"""The single module through which every money-moving transition of a trade passes.
+
+Each step is idempotent and split the same way: chain reads happen outside any transaction; every
+state change is one SERIALIZABLE transaction (project.db.serializable, retried on 40001/40P01) that
+re-loads the trade, checks it is still where the step expects it, checks and bumps `version`
+(optimistic locking), calls the django-fsm transition, appends a hash-chained audit event and
+enqueues the next step on commit. A crash anywhere leaves the trade in a state whose step can be run
+again (recover_stalled_trades does so). docs/critical-path.md maps every step.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.chain.calldata import APPROVE, SWAP_EXACT_TOKENS_FOR_TOKENS, encode_call
+from apps.chain.models import Dex
+from apps.chain.txcodec import payload_hash
+from apps.signing.models import SigningRecord, SigningRefusal
+from apps.trades import chainio
+from apps.trades.audit import audit_append
+from apps.trades.models import ChainTransaction, Trade, TradeState
+from apps.wallets.models import NonceCursor, Wallet
+from apps.wallets.scope import scope_check
+from apps.wallets.services import nonce_allocate
+from project.db import serializable_attempts
+from project.faults import crash_point
+from project.queues import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+S = TradeState
+
+TASK_SIMULATE = "trades.simulate"
+TASK_VALIDATE = "trades.validate"
+TASK_SIGN = "signing.sign"
+TASK_BROADCAST = "trades.broadcast"
+TASK_CONFIRM = "trades.confirm"
+
+
+class StaleTrade(Exception):
+    """Another transaction changed the trade since it was read: this step's work is not needed."""
+
+
+class TradeInputError(ValueError):
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+# --- the one transition primitive -------------------------------------------------------------
+
+
+def _transition(
+    trade: Trade,
+    method: str,
+    *,
+    data: dict | None = None,
+    fields: dict | None = None,
+    next_task: tuple | None = None,
+) -> Trade:
+    """Call `method` (a django-fsm transition) and persist it with a version check, inside the
+    caller's SERIALIZABLE transaction; append the audit event; enqueue `next_task` on commit."""
+    from_state, version = trade.state, trade.version
+    getattr(trade, method)()
+    fields = fields or {}
+    for name, value in fields.items():
+        setattr(trade, name, value)
+    updated = Trade.objects.filter(pk=trade.pk, version=version).update(
+        state=trade.state, version=version + 1, updated_at=timezone.now(), **fields
+    )
+    if updated != 1:
+        raise StaleTrade(f"trade {trade.pk} changed under {method}")
+    trade.version = version + 1
+    audit_append(trade=trade, kind=method, from_state=from_state, to_state=trade.state, data=data)
+    if next_task:
+        enqueue_on_commit(*next_task)
+    logger.info("trade transition", extra={"trade": trade.pk, "from": from_state, "to": trade.state})
+    return trade
+
+
+def _load(trade_id: int) -> Trade | None:
+    return Trade.objects.select_related("wallet", "chain", "dex", "owner").filter(pk=trade_id).first()
+
+
+def _end(trade_id: int, method: str, reason: str, *, expect: set[str]) -> Trade | None:
+    """Move a trade to REJECTED/FAILED/CANCELLED with its reason, if it is still in `expect`."""
+    for attempt in serializable_attempts(label=method):
+        with attempt:
+            trade = _load(trade_id)
+            if trade is None or trade.state not in expect:
+                return trade
+            _transition(trade, method, data={"reason": reason}, fields={"reason": reason[:4000]})
+            _release_unbroadcast_nonces(trade)
+    return trade
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submitted:
+    trade: Trade
+    created: bool
+
+
+def trade_submit(
+    *,
+    owner,
+    wallet: Wallet,
+    dex: Dex,
+    path: list[str],
+    amount_in: int,
+    deadline: datetime,
+    idempotency_key: str,
+    slippage_bps: int | None = None,
+    min_amount_out: int | None = None,
+) -> Submitted:
+    """Freeze a trade's inputs in PENDING and start it; the same idempotency key returns the same trade."""
+    if wallet.owner_id != owner.pk:
+        raise TradeInputError("wallet", "not one of your wallets")
+    if wallet.status != Wallet.Status.ACTIVE or not wallet.active:
+        raise TradeInputError("wallet", "wallet is not active")
+    if amount_in <= 0:
+        raise TradeInputError("amount_in", "must be positive")
+    if (slippage_bps is None) == (min_amount_out is None):
+        raise TradeInputError("slippage_bps", "give exactly one of slippage_bps and min_amount_out")
+    if slippage_bps is not None and not 1 <= slippage_bps <= 5000:
+        raise TradeInputError("slippage_bps", "must be between 1 and 5000")
+    if len(path) != 2 or path[0] == path[1]:
+        raise TradeInputError("path", "a direct pair of two different tokens")
+    if deadline <= timezone.now():
+        raise TradeInputError("deadline", "already passed")
+    for attempt in serializable_attempts(label="trade_submit"):
+        with attempt:
+            existing = Trade.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return Submitted(existing, False)
+            trade = Trade.objects.create(
+                owner=owner,
+                wallet=wallet,
+                chain=dex.chain,
+                dex=dex,
+                path=path,
+                amount_in=amount_in,
+                slippage_bps=slippage_bps,
+                min_amount_out=min_amount_out,
+                deadline=deadline.replace(microsecond=0),
+                idempotency_key=idempotency_key,
+            )
+            audit_append(
+                trade=trade,
+                kind="submitted",
+                to_state=trade.state,
+                data={
+                    "path": path,
+                    "amount_in": amount_in,
+                    "slippage_bps": slippage_bps,
+                    "min_amount_out": min_amount_out,
+                    "deadline": trade.deadline,
+                },
+            )
+            enqueue_on_commit(TASK_SIMULATE, trade.pk)
+    return Submitted(trade, True)
+
+
+# --- simulate ------------------------------------------------------------------------------------
+
+
+def _amount_out_min(trade: Trade, quoted: int) -> int:
+    if trade.min_amount_out is not None:
+        return int(trade.min_amount_out)
+    floor = Decimal(quoted) * (10_000 - trade.slippage_bps) / 10_000
+    return int(floor.to_integral_value(rounding=ROUND_CEILING))
+
+
+def swap_calldata(trade: Trade, amount_out_min: int) -> str:
+    return encode_call(
+        SWAP_EXACT_TOKENS_FOR_TOKENS,
+        int(trade.amount_in),
+        amount_out_min,
+        list(trade.path),
+        trade.wallet.address,
+        int(trade.deadline.timestamp()),
+    )
+
+
+def approve_calldata(trade: Trade) -> str:
+    return encode_call(APPROVE, trade.dex.router, int(trade.amount_in))
+
+
+def trade_simulate(*, trade_id: int) -> Trade | None:
+    """PENDING → SIMULATING, quote and simulate at a pinned block, → VALIDATING (or FAILED on revert)."""
+    for attempt in serializable_attempts(label="simulate.start"):
+        with attempt:
+            trade = _load(trade_id)
+            if trade is None or trade.state not in (S.PENDING, S.SIMULATING):
+                return trade  # gone or already past this step
+            if trade.state == S.PENDING:
+                _transition(trade, "start_simulation")
+    if trade.deadline <= timezone.now():
+        return _end(trade_id, "reject", "deadline passed before simulation", expect={S.SIMULATING})
+    try:
+        sim = chainio.simulate(
+            chain=trade.chain,
+            router=trade.dex.router,
+            factory=trade.dex.factory,
+            sender=trade.wallet.address,
+            path=list(trade.path),
+            amount_in=int(trade.amount_in),
+            build_swap=lambda out, _ts: swap_calldata(trade, _amount_out_min(trade, out)),
+            build_approve=lambda: approve_calldata(trade),
+        )
+    except chainio.SimulationReverted as exc:
+        return _end(trade_id, "fail", f"simulation reverted: {exc.reason}", expect={S.SIMULATING})
+    for attempt in serializable_attempts(label="simulate.finish"):
+        with attempt:
+            trade = _load(trade_id)
+            if trade is None or trade.state != S.SIMULATING:
+                return trade
+            out_min = _amount_out_min(trade, sim.amounts_out)
+            _transition(
+                trade,
+                "start_validation",
+                data={
+                    "block": sim.block,
+                    "quoted_out": sim.amounts_out,
+                    "amount_out_min": out_min,
+                    "swap_gas": sim.swap_gas,
+                    "approve_gas": sim.approve_gas,
+                    "reserves_in": sim.reserves_in,
+                    "reserves_out": sim.reserves_out,
+                },
+                fields={
+                    "quote_block": sim.block,
+                    "quoted_amount_out": sim.amounts_out,
+                    "amount_out_min": out_min,
+                },
+                next_task=(TASK_VALIDATE, trade.pk),
+            )
+            # The simulation's gas figures travel to validation through the audit event above.
+    return trade
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+
+class _Refuse(Exception):
+    def __init__(self, method: str, reason: str):
+        self.method = method
+        self.reason = reason
+
+
+def _simulation_of(trade: Trade) -> dict:
+    """What the simulation measured (gas, reserves at the quote block), from its audit event."""
+    event = trade.events.filter(kind="start_validation").order_by("-id").first()
+    return event.data if event else {}
+
+
+def _with_margin(gas: int) -> int:
+    return gas * (100 + settings.GAS_LIMIT_MARGIN_PERCENT) // 100
+
+
+def trade_validate(*, trade_id: int) -> Trade | None:
+    """Scope, price sanity, balances, deadline and fees; allocate nonces and freeze every transaction
+    parameter; → SIGNING and ask the signer (or → REJECTED with every reason)."""
+    trade = _load(trade_id)
+    if trade is None or trade.state != S.VALIDATING:
+        return trade
+    state = chainio.wallet_state(chain=trade.chain, token=trade.path[0], owner=trade.wallet.address)
+    try:
+        for attempt in serializable_attempts(label="validate"):
+            with attempt:
+                trade = _load(trade_id)
+                if trade is None or trade.state != S.VALIDATING:
+                    return trade
+                _freeze(trade, state)
+    except _Refuse as refused:
+        return _end(trade_id, refused.method, refused.reason, expect={S.VALIDATING})
+    return trade
+
+
+def _freeze(trade: Trade, state: chainio.WalletState) -> None:
+    now = timezone.now()
+    reasons = []
+    if trade.deadline <= now:
+        reasons.append("deadline_passed: the deadline passed during validation")
+    if state.token_balance < int(trade.amount_in):
+        reasons.append(f"insufficient_balance: {state.token_balance} < {trade.amount_in} of the input token")
+    simulation = _simulation_of(trade)
+    swap_gas = int(simulation.get("swap_gas", settings.SWAP_GAS_WITHOUT_ESTIMATE))
+    approve_gas = int(simulation.get("approve_gas", 0))
+    reserves = (int(simulation.get("reserves_in", 0)), int(simulation.get("reserves_out", 0)))
+    needs_approve = approve_gas > 0
+    priority = state.priority_fee
+    max_fee = 2 * state.base_fee + priority
+    gas_total = _with_margin(swap_gas) + (_with_margin(approve_gas) if needs_approve else 0)
+    if state.eth_balance < gas_total * max_fee:
+        reasons.append(f"insufficient_gas_balance: {state.eth_balance} wei < {gas_total * max_fee} wei")
+    if reasons:
+        raise _Refuse("reject", "; ".join(reasons))
+
+    count = 2 if needs_approve else 1
+    nonces = nonce_allocate(
+        wallet=trade.wallet, chain=trade.chain, count=count, chain_pending=state.pending_nonce
+    )
+    planned = []
+    if needs_approve:
+        planned.append((ChainTransaction.Kind.APPROVE, trade.path[0], approve_calldata(trade), approve_gas))
+    planned.append(
+        (
+            ChainTransaction.Kind.SWAP,
+            trade.dex.router,
+            swap_calldata(trade, int(trade.amount_out_min)),
+            swap_gas,
+        )
+    )
+    txs = []
+    for sequence, ((kind, to, data, gas), nonce) in enumerate(zip(planned, nonces, strict=True)):
+        tx = ChainTransaction(
+            trade=trade,
+            sequence=sequence,
+            kind=kind,
+            attempt=1,
+            chain_id=trade.chain.chain_id,
+            sender=trade.wallet.address,
+            nonce=nonce,
+            to=to,
+            value=0,
+            data=data,
+            gas=_with_margin(gas),
+            max_fee_per_gas=max_fee,
+            max_priority_fee_per_gas=priority,
+        )
+        tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
+        tx.save()
+        txs.append(tx)
+    for tx in txs:
+        decision = scope_check(trade=trade, tx=tx, now=now, expected_state=S.VALIDATING)
+        if not decision.allowed:
+            raise _Refuse("reject", f"out of scope: {decision.describe()}")
+        if tx.kind == ChainTransaction.Kind.SWAP:
+            price_reason = _price_sanity(trade, decision.scope, reserves)
+            if price_reason:
+                raise _Refuse("reject", price_reason)
+    _transition(
+        trade,
+        "start_signing",
+        data={
+            "nonces": nonces,
+            "max_fee_per_gas": max_fee,
+            "max_priority_fee_per_gas": priority,
+            "payloads": [tx.unsigned_hash for tx in txs],
+        },
+        next_task=(TASK_SIGN, trade.pk, 1),
+    )
+    crash_point("validate.inside_transaction")
+
+
+def _price_sanity(trade: Trade, scope, reserves: tuple[int, int]) -> str:
+    """The quote against an independent reference: the pool's own reserves at the quote block (read
+    by the simulation, so no chain call happens inside the transaction)."""
+    r_in, r_out = reserves
+    if r_in == 0 or r_out == 0:
+        return "no_reference_price: the pool is empty"
+    mid = Decimal(int(trade.amount_in)) * Decimal(r_out) / Decimal(r_in)
+    quoted = Decimal(int(trade.quoted_amount_out))
+    deviation_bps = ((mid - quoted) / mid * 10_000).to_integral_value(rounding=ROUND_FLOOR)
+    if deviation_bps > scope.max_slippage_bps:
+        return (
+            f"price_deviation: quote {quoted} vs reference {mid:.0f} is {deviation_bps} bps off, "
+            f"over the scope's {scope.max_slippage_bps} bps"
+        )
+    return ""
+
+
+def _release_unbroadcast_nonces(trade: Trade) -> None:
+    """Hand back the nonces of a trade that will never broadcast, when nothing above them is used;
+    otherwise they stay allocated and the next trade's validation re-fills them."""
+    txs = list(trade.transactions.filter(broadcast_at__isnull=True, replaces__isnull=True))
+    if not txs:
+        return
+    if SigningRecord.objects.filter(chain_transaction__in=txs).exists():
+        return  # signed: it may be broadcast by someone holding the bytes; never re-use
+    nonces = sorted(int(tx.nonce) for tx in txs)
+    cursor = NonceCursor.objects.select_for_update().get(wallet=trade.wallet, chain=trade.chain)
+    if cursor.next_nonce == nonces[-1] + 1 and nonces == list(range(nonces[0], nonces[-1] + 1)):
+        cursor.next_nonce = nonces[0]
+        cursor.save(update_fields=["next_nonce", "updated_at"])
+        audit_append(trade=trade, kind="nonces_released", data={"nonces": nonces})
+    else:
+        audit_append(trade=trade, kind="nonce_gap", data={"nonces": nonces})
+
+
+# --- after signing -------------------------------------------------------------------------------
+
+
+def trade_after_signing(*, trade_id: int, attempt: int) -> Trade | None:
+    """Persist the signed bytes and hash on the trade's transactions, then CONFIRMING and broadcast;
+    or REJECTED with the signer's refusal."""
+    for tx_attempt in serializable_attempts(label="after_signing"):
+        with tx_attempt:
+            trade = _load(trade_id)
+            if trade is None:
+                return None
+            txs = list(ChainTransaction.objects.filter(trade=trade, attempt=attempt).order_by("sequence"))
+            records = {
+                r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)
+            }
+            if txs and len(records) == len(txs):
+                pending = [tx for tx in txs if not tx.raw_signed]
+                for tx in pending:
+                    record = records[tx.pk]
+                    ChainTransaction.objects.filter(pk=tx.pk).update(
+                        raw_signed=record.raw_signed,
+                        tx_hash=record.tx_hash,
+                        status=ChainTransaction.Status.SIGNED,
+                    )
+                if trade.state == S.SIGNING:
+                    # Registered first, so it runs after COMMIT and before the broadcast is enqueued:
+                    # a crash there loses the next step, which recover_stalled_trades re-enqueues.
+                    transaction.on_commit(
+                        functools.partial(crash_point, "after_signing.committed_before_enqueue")
+                    )
+                    _transition(
+                        trade,
+                        "start_confirming",
+                        data={"attempt": attempt, "tx_hashes": [records[t.pk].tx_hash for t in txs]},
+                        next_task=(TASK_BROADCAST, trade.pk),
+                    )
+                elif trade.state == S.CONFIRMING and pending:
+                    _transition(
+                        trade,
+                        "reconfirm",
+                        data={"attempt": attempt, "replacement": True},
+                        next_task=(TASK_BROADCAST, trade.pk),
+                    )
+                return trade
+            refusal = SigningRefusal.objects.filter(trade=trade, attempt=attempt).order_by("-id").first()
+            if refusal is None:
+                return trade  # the signer has not answered yet
+            if trade.state == S.SIGNING:
+                _transition(
+                    trade,
+                    "reject",
+                    data={"signer_refused": refusal.code, "detail": refusal.detail},
+                    fields={"reason": f"signer refused: {refusal.code}: {refusal.detail}"[:4000]},
+                )
+                _release_unbroadcast_nonces(trade)
+            else:
+                audit_append(
+                    trade=trade,
+                    kind="signer_refused",
+                    data={"attempt": attempt, "code": refusal.code, "detail": refusal.detail},
+                )
+    return trade
+
+
+# --- broadcast -----------------------------------------------------------------------------------
+
+ALREADY_KNOWN = ("already known", "known transaction", "already imported", "alreadyknown")
+NONCE_TOO_HIGH = ("nonce too high",)
+NONCE_TOO_LOW = ("nonce too low", "nonce has already been used", "nonce is too low")
+
+
+def trade_broadcast(*, trade_id: int) -> Trade | None:
+    """Send every signed, unsent transaction of the trade's latest attempt, in nonce order. The same
+    bytes every time: a repeat is harmless and 'already known' counts as sent."""
+    trade = _load(trade_id)
+    if trade is None or trade.state != S.CONFIRMING:
+        return trade
+    w3 = chainio.web3_for(trade.chain)
+    # The latest signed attempt of each transaction: an older attempt it replaces is not re-sent
+    # (the node would refuse it as underpriced), though it may still be the one that gets mined.
+    latest: dict[int, ChainTransaction] = {}
+    for tx in (
+        ChainTransaction.objects.filter(trade=trade, raw_signed__isnull=False)
+        .exclude(status__in=[ChainTransaction.Status.MINED, ChainTransaction.Status.REPLACED])
+        .order_by("sequence", "-attempt")
+    ):
+        latest.setdefault(tx.sequence, tx)
+    own = sorted(latest.values(), key=lambda t: int(t.nonce))
+    txs = _unsent_below(trade, int(own[-1].nonce)) + own if own else []
+    head = w3.eth.block_number
+    for tx in txs:
+        try:
+            w3.eth.send_raw_transaction(bytes(tx.raw_signed))
+        except Exception as exc:  # noqa: BLE001 - classified below
+            message = str(exc).lower()
+            if any(m in message for m in ALREADY_KNOWN):
+                pass
+            elif any(m in message for m in NONCE_TOO_LOW):
+                if _mined_receipt(w3, tx.tx_hash) is None:
+                    audit_and_log(trade, "broadcast_nonce_consumed", {"tx": tx.tx_hash, "error": str(exc)})
+                    continue
+            elif any(m in message for m in NONCE_TOO_HIGH):
+                # Nodes that do not queue future nonces (Hardhat automine): the lower one is coming.
+                raise chainio.NonceNotYetValid(str(exc)) from exc
+            elif isinstance(exc, OSError):
+                raise chainio.ChainUnavailable(str(exc)) from exc
+            else:
+                raise
+        crash_point("broadcast.after_send")
+        with transaction.atomic():
+            if ChainTransaction.objects.filter(pk=tx.pk, broadcast_at__isnull=True).update(
+                broadcast_at=timezone.now(), broadcast_block=head, status=ChainTransaction.Status.BROADCAST
+            ):
+                audit_append(
+                    trade=tx.trade if tx.trade_id != trade.pk else trade,
+                    kind="broadcast",
+                    data={"tx": tx.tx_hash, "nonce": int(tx.nonce), "attempt": tx.attempt},
+                )
+    enqueue_now(TASK_CONFIRM, trade.pk)
+    return trade
+
+
+def _unsent_below(trade: Trade, nonce: int) -> list[ChainTransaction]:
+    """The wallet's other signed, persisted, never-sent first attempts below `nonce`: sent first, in
+    nonce order, so a node that refuses future nonces (Hardhat automine) is never handed a gap by
+    two workers broadcasting out of order. Same bytes as their own broadcast would send."""
+    return list(
+        ChainTransaction.objects.filter(
+            trade__wallet_id=trade.wallet_id,
+            trade__chain_id=trade.chain_id,
+            trade__state=S.CONFIRMING,
+            raw_signed__isnull=False,
+            broadcast_at__isnull=True,
+            replaces__isnull=True,
+            nonce__lt=nonce,
+        )
+        .exclude(trade_id=trade.pk)
+        .order_by("nonce")
+    )
+
+
+def audit_and_log(trade: Trade, kind: str, data: dict) -> None:
+    with transaction.atomic():
+        audit_append(trade=trade, kind=kind, data=data)
+    logger.warning(kind, extra={"trade": trade.pk, **{k: str(v) for k, v in data.items()}})
+
+
+def enqueue_now(task: str, *args) -> None:
+    with transaction.atomic():
+        enqueue_on_commit(task, *args)
+
+
+def _mined_receipt(w3, tx_hash: str):
+    try:
+        return w3.eth.get_transaction_receipt(tx_hash)
+    except Exception:  # noqa: BLE001 - not found / not mined
+        return None
+
+
+# --- confirm -------------------------------------------------------------------------------------
+
+
+def trade_confirm(*, trade_id: int) -> Trade | None:
+    """Read receipts; FAILED on status 0; SETTLED at the chain's confirmation depth on a canonical
+    block; CANCELLED when a cancel won the nonce. A transaction unmined for REPLACE_AFTER_BLOCKS gets a
+    replacement with both fees raised (capped by the scope); once the deadline has passed, a cancel."""
+    trade = _load(trade_id)
+    if trade is None or trade.state != S.CONFIRMING:
+        return trade
+    w3 = chainio.web3_for(trade.chain)
+    head = w3.eth.block_number
+    # Every transaction of the trade counts, recorded as sent or not: a trade must never settle on
+    # its approval while its swap is still on the way.
+    live = list(
+        ChainTransaction.objects.filter(trade=trade)
+        .exclude(status=ChainTransaction.Status.REPLACED)
+        .order_by("sequence", "-attempt")
+    )
+    by_sequence: dict[int, list[ChainTransaction]] = {}
+    for tx in live:
+        by_sequence.setdefault(tx.sequence, []).append(tx)
+    final = bool(by_sequence)
+    cancelled = False
+    stuck: list[ChainTransaction] = []
+    for _sequence, candidates in sorted(by_sequence.items()):
+        mined = _first_mined(w3, candidates)
+        if mined is None:
+            final = False
+            latest = candidates[0]
+            if latest.broadcast_block is not None and all(c.tx_hash for c in candidates):
+                stuck.append(latest)
+            continue
+        tx, receipt = mined
+        block_hash = "0x" + bytes(receipt["blockHash"]).hex()
+        if tx.receipt_block_hash != block_hash:
+            _record_mined(trade, tx, receipt, block_hash, candidates)
+        if receipt["status"] != 1:
+            reason = (
+                f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {receipt['blockNumber']}"
+            )
+            return _end(trade_id, "fail", reason, expect={S.CONFIRMING})
+        cancelled = cancelled or tx.kind == ChainTransaction.Kind.CANCEL
+        depth = head - receipt["blockNumber"] + 1
+        canonical = "0x" + bytes(w3.eth.get_block(receipt["blockNumber"])["hash"]).hex()
+        if depth < trade.chain.confirmations_required or canonical != block_hash:
+            final = False
+    if stuck and not final:
+        _replace_stuck(trade, stuck, head)
+    if final:
+        for attempt in serializable_attempts(label="settle"):
+            with attempt:
+                trade = _load(trade_id)
+                if trade is None or trade.state != S.CONFIRMING:
+                    return trade
+                if cancelled:
+                    reason = "deadline passed while unmined: cancelled by a zero-value self-transfer"
+                    _transition(
+                        trade, "cancel", data={"head": head, "reason": reason}, fields={"reason": reason}
+                    )
+                else:
+                    _transition(trade, "settle", data={"head": head})
+    return trade
+
+
+def _first_mined(w3, candidates: list[ChainTransaction]):
+    for tx in candidates:
+        if tx.tx_hash:
+            receipt = _mined_receipt(w3, tx.tx_hash)
+            if receipt is not None:
+                return tx, receipt
+    return None
+
+
+def _record_mined(trade: Trade, tx: ChainTransaction, receipt, block_hash: str, candidates) -> None:
+    status = ChainTransaction.Status.MINED if receipt["status"] == 1 else ChainTransaction.Status.REVERTED
+    with transaction.atomic():
+        ChainTransaction.objects.filter(pk=tx.pk).update(
+            receipt_block_number=receipt["blockNumber"], receipt_block_hash=block_hash, status=status
+        )
+        others = [c.pk for c in candidates if c.pk != tx.pk]
+        ChainTransaction.objects.filter(pk__in=others).update(status=ChainTransaction.Status.REPLACED)
+        audit_append(
+            trade=trade,
+            kind="mined",
+            data={
+                "tx": tx.tx_hash,
+                "kind": tx.kind,
+                "block": receipt["blockNumber"],
+                "block_hash": block_hash,
+                "status": receipt["status"],
+                "gas_used": receipt["gasUsed"],
+            },
+        )
+
+
+def _bumped(value: int, cap: int | None) -> int:
+    bumped = (value * (10_000 + settings.REPLACEMENT_BUMP_BPS) + 9_999) // 10_000
+    return min(bumped, cap) if cap is not None else bumped
+
+
+def _replace_stuck(trade: Trade, stuck: list[ChainTransaction], head: int) -> None:
+    """Freeze the next attempt for every stuck transaction (a cancel once the deadline passed) and
+    ask the signer; the signer checks the bump and the cap again."""
+    deadline_passed = timezone.now() >= trade.deadline
+    due = [
+        tx
+        for tx in stuck
+        if (deadline_passed and tx.kind != ChainTransaction.Kind.CANCEL)
+        or head - int(tx.broadcast_block) >= settings.REPLACE_AFTER_BLOCKS
+    ]
+    if not due:
+        return
+    for attempt_ in serializable_attempts(label="replace"):
+        with attempt_:
+            fresh = _load(trade.pk)
+            if fresh is None or fresh.state != S.CONFIRMING:
+                return
+            newest = ChainTransaction.objects.filter(trade=fresh).order_by("-attempt").first()
+            if newest is not None and newest.attempt > max(tx.attempt for tx in due):
+                return  # a newer attempt is already on its way
+            attempt = newest.attempt + 1
+            caps = _fee_caps(fresh)
+            planned = []
+            for old in due:
+                fee = _bumped(int(old.max_fee_per_gas), caps[0])
+                tip = _bumped(int(old.max_priority_fee_per_gas), caps[1])
+                minimum = 10_000 + settings.REPLACEMENT_MIN_BUMP_BPS
+                if (
+                    fee * 10_000 < int(old.max_fee_per_gas) * minimum
+                    or tip * 10_000 < int(old.max_priority_fee_per_gas) * minimum
+                ):
+                    audit_append(
+                        trade=fresh,
+                        kind="replacement_capped",
+                        data={"tx": old.tx_hash, "fee_cap": caps[0], "tip_cap": caps[1]},
+                    )
+                    continue
+                cancel = deadline_passed
+                tx = ChainTransaction(
+                    trade=fresh,
+                    sequence=old.sequence,
+                    attempt=attempt,
+                    replaces=old,
+                    kind=ChainTransaction.Kind.CANCEL if cancel else old.kind,
+                    chain_id=old.chain_id,
+                    sender=old.sender,
+                    nonce=old.nonce,
+                    to=old.sender if cancel else old.to,
+                    value=0 if cancel else old.value,
+                    data="0x" if cancel else old.data,
+                    gas=21_000 if cancel else old.gas,
+                    max_fee_per_gas=fee,
+                    max_priority_fee_per_gas=tip,
+                )
+                tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
+                tx.save()
+                planned.append(
+                    {
+                        "nonce": int(tx.nonce),
+                        "kind": tx.kind,
+                        "replaces": old.tx_hash,
+                        "max_fee_per_gas": fee,
+                        "max_priority_fee_per_gas": tip,
+                    }
+                )
+            if planned:
+                audit_append(
+                    trade=fresh, kind="replacement_planned", data={"attempt": attempt, "txs": planned}
+                )
+                enqueue_on_commit(TASK_SIGN, fresh.pk, attempt)
+
+
+def _fee_caps(trade: Trade) -> tuple[int | None, int | None]:
+    """The highest fee caps among the wallet's active scopes on this chain (None: no scope left)."""
+    from apps.wallets.scope import active_scopes
+
+    scopes = active_scopes(wallet=trade.wallet, chain=trade.chain, now=timezone.now())
+    if not scopes:
+        return None, None
+    return max(int(s.max_fee_per_gas) for s in scopes), max(int(s.max_priority_fee_per_gas) for s in scopes)
+
+
+# --- owner cancel --------------------------------------------------------------------------------
+
+
+def trade_cancel(*, trade_id: int, reason: str = "cancelled by the owner") -> Trade | None:
+    """Free before SIGNING; after that the trade needs a cancel replacement (not offered here yet)."""
+    return _end(trade_id, "cancel", reason, expect={S.PENDING, S.SIMULATING, S.VALIDATING})
+
+
+# --- recovery ------------------------------------------------------------------------------------
+
+STEP_FOR_STATE = {
+    S.PENDING: (TASK_SIMULATE,),
+    S.SIMULATING: (TASK_SIMULATE,),
+    S.VALIDATING: (TASK_VALIDATE,),
+    S.CONFIRMING: (TASK_BROADCAST,),
+}
+
+
+def recover_stalled_trades(*, older_than: timedelta | None = None) -> int:
+    """Re-enqueue the step of every non-terminal trade untouched for a while. Safe at any moment:
+    every step is idempotent, so a duplicate does nothing."""
+    cutoff = timezone.now() - (older_than or timedelta(seconds=settings.TRADE_STALL_SECONDS))
+    count = 0
+    for trade in (
+        Trade.objects.filter(updated_at__lt=cutoff)
+        .exclude(
+            state__in=[
+                S.SETTLED,
+                S.REJECTED,
+                S.FAILED,
+                S.CANCELLED,
+                S.FINALITY_VIOLATED,
+            ]
+        )
+        .only("pk", "state")
+    ):
+        if trade.state == S.SIGNING:
+            latest = ChainTransaction.objects.filter(trade=trade).order_by("-attempt").first()
+            attempt = latest.attempt if latest else 1
+            if (
+                SigningRecord.objects.filter(trade=trade, attempt=attempt).exists()
+                or SigningRefusal.objects.filter(trade=trade, attempt=attempt).exists()
+            ):
+                enqueue_now("trades.after_signing", trade.pk, attempt)
+            else:
+                enqueue_now(TASK_SIGN, trade.pk, attempt)
+        else:
+            enqueue_now(*STEP_FOR_STATE[trade.state], trade.pk)
+        count += 1
+    return count
+
+
+def confirm_all() -> int:
+    """One pass over every CONFIRMING trade (beat)."""
+    ids = list(Trade.objects.filter(state=S.CONFIRMING).values_list("pk", flat=True))
+    for trade_id in ids:
+        trade_confirm(trade_id=trade_id)
+    return len(ids)
+
+
+__all__ = [
+    "trade_submit",
+    "trade_simulate",
+    "trade_validate",
+    "trade_after_signing",
+    "trade_broadcast",
+    "trade_confirm",
+    "trade_cancel",
+    "recover_stalled_trades",
+    "confirm_all",
+]

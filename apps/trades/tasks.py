@@ -1,0 +1,61 @@
+"""Execution-queue tasks: thin wrappers over real_money_transaction_manager, ids in, nothing out.
+
+Errors that heal are retried: chain errors with exponential backoff and a cap; contention (a
+transaction that kept losing to concurrent ones) and a nonce the node cannot take yet after a short
+jittered pause. Everything else is decided by the manager (a permanent failure ends the trade
+through a transition)."""
+
+import random
+
+from apps.trades import real_money_transaction_manager as rmtm
+from apps.trades.chainio import ChainUnavailable, NonceNotYetValid
+from project.db import SerializationRetriesExhausted
+from project.queues import Queue, custos_task
+
+RETRY = {
+    "autoretry_for": (ChainUnavailable, ConnectionError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
+
+def _run(task, step, **kwargs) -> None:
+    try:
+        step(**kwargs)
+    except (SerializationRetriesExhausted, NonceNotYetValid) as exc:
+        # Transient by nature: the competing transaction has committed, or the lower nonce is one
+        # step behind. Come back in a moment rather than after a growing backoff.
+        raise task.retry(exc=exc, countdown=random.uniform(0.05, 0.4), max_retries=600) from exc  # noqa: S311
+
+
+@custos_task(name="trades.simulate", queue=Queue.EXECUTION, **RETRY)
+def simulate(self, trade_id: int) -> None:
+    _run(self, rmtm.trade_simulate, trade_id=int(trade_id))
+
+
+@custos_task(name="trades.validate", queue=Queue.EXECUTION, **RETRY)
+def validate(self, trade_id: int) -> None:
+    _run(self, rmtm.trade_validate, trade_id=int(trade_id))
+
+
+@custos_task(name="trades.after_signing", queue=Queue.EXECUTION, **RETRY)
+def after_signing(self, trade_id: int, attempt: int) -> None:
+    _run(self, rmtm.trade_after_signing, trade_id=int(trade_id), attempt=int(attempt))
+
+
+@custos_task(name="trades.broadcast", queue=Queue.EXECUTION, **RETRY)
+def broadcast(self, trade_id: int) -> None:
+    _run(self, rmtm.trade_broadcast, trade_id=int(trade_id))
+
+
+@custos_task(name="trades.confirm", queue=Queue.EXECUTION, **RETRY)
+def confirm(self, trade_id: int) -> None:
+    _run(self, rmtm.trade_confirm, trade_id=int(trade_id))
+
+
+@custos_task(name="trades.tick", queue=Queue.EXECUTION)
+def tick(self) -> dict:
+    """Beat: check receipts of CONFIRMING trades, re-enqueue stalled steps."""
+    return {"confirming": rmtm.confirm_all(), "recovered": rmtm.recover_stalled_trades()}

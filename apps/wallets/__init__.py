@@ -1,0 +1,1 @@
+"""Wallets, key references (never keys), permission scopes, nonce cursors and the spend ledger."""

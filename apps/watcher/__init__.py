@@ -1,0 +1,1 @@
+"""Block headers, confirmations and the reorg watcher."""

@@ -1,0 +1,313 @@
+"""The whole pipeline against a plain web3.py loop and against the node's ceiling, in one run.
+
+On a private Hardhat node (automine, console logging off), with a throwaway database and Redis
+database, real execution and signer workers (pkcs11 backend on a temporary SoftHSM token):
+- pipeline: N swaps submitted at once, each an exact-amount approve plus the swap, through
+  simulate, validate, sign, persist and broadcast;
+- (a) a plain web3.py loop doing the same swaps one by one: quote, build, estimate, sign with
+  eth-account, send, wait for each receipt;
+- (b) the node's ceiling: the same transactions pre-signed and sent in a loop.
+Prints swaps per second to mined for each, the ratios, and request-to-broadcast latency (p50, p99)
+of the pipeline; a JSON object is the last line. Target: pipeline/(a) >= 1.0 and p50 < 300 ms.
+
+Run: .venv/bin/python bench/pipeline.py [--trades 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trades", type=int, default=200)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="custos-pipeline-"))
+    (tmp / "tokens").mkdir()
+    conf = tmp / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {tmp / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    pin = secrets.token_hex(6)
+    (tmp / "pin").write_text(pin)
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "pipeline",
+            "--pin",
+            pin,
+            "--so-pin",
+            secrets.token_hex(6),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
+    )
+    redis_db = os.environ.get("BENCH_REDIS_DB", "12")
+    env_common = {
+        "SOFTHSM2_CONF": str(conf),
+        "PKCS11_TOKEN_LABEL": "pipeline",
+        "PKCS11_PIN_FILE": str(tmp / "pin"),
+        "TEST_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "DATABASE_TEST_NAME": "bench_pipeline",
+    }
+    os.environ.update(env_common)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings.test")
+    import django
+
+    django.setup()
+    import redis
+    from django.conf import settings
+    from django.db import connection
+
+    from apps.chain import devchain
+
+    port = free_port()
+    url = devchain.devchain_url(port)
+    say(f"starting hardhat on {url}")
+    devchain.node_start(port=port, block_ms=0, pid_file=tmp / "node.pid", log_file=tmp / "node.log")
+    workers: list[subprocess.Popen] = []
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    try:
+        from web3 import Web3
+
+        w3 = Web3(Web3.HTTPProvider(url))
+        w3.provider.make_request("hardhat_setLoggingEnabled", [False])
+        devchain.deploy_devchain(url=url, log=lambda _m: None)
+        results = run(args.trades, url, tmp, env_common, workers)
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in workers:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        connection.close()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        devchain.node_stop(tmp / "node.pid")
+    print(json.dumps(results))
+
+
+def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db import connection
+    from django.utils import timezone
+    from eth_account import Account
+    from web3 import Web3
+
+    from apps.chain import devchain
+    from apps.chain.models import Chain, Dex, Token
+    from apps.signing import services as signer
+    from apps.trades import real_money_transaction_manager as rmtm
+    from apps.trades.models import ChainTransaction, Trade
+    from apps.wallets.services import wallet_create
+    from project.db_roles import setup_roles
+    from tests.factories import UserFactory, grant_scope
+
+    w3 = Web3(Web3.HTTPProvider(url))
+    Chain.objects.update(confirmations_required=1)
+    dex = Dex.objects.get()
+    usdc, dai = Token.objects.get(symbol="dUSDC"), Token.objects.get(symbol="dDAI")
+    amount = 10 * 10**6
+    router = w3.eth.contract(address=dex.router, abi=devchain.load_artifact("UniswapV2Router02")["abi"])
+    erc20 = w3.eth.contract(address=usdc.address, abi=devchain.load_artifact("DevToken")["abi"])
+
+    # (b) the node's ceiling: pre-signed approve + swap pairs sent in a loop.
+    ceiling_key = Account.create()
+    devchain.fund_address(url=url, address=ceiling_key.address, eth=Decimal(100), token_units=10**6)
+    deadline = w3.eth.get_block("latest")["timestamp"] + 3600
+    base = w3.eth.get_block("latest")["baseFeePerGas"]
+    fees = {"maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9, "chainId": w3.eth.chain_id}
+    raw = []
+    for i in range(n):
+        approve = erc20.functions.approve(dex.router, amount).build_transaction(
+            {**fees, "from": ceiling_key.address, "nonce": 2 * i, "gas": 60_000}
+        )
+        swap = router.functions.swapExactTokensForTokens(
+            amount, 0, [usdc.address, dai.address], ceiling_key.address, deadline
+        ).build_transaction({**fees, "from": ceiling_key.address, "nonce": 2 * i + 1, "gas": 250_000})
+        raw += [
+            Account.sign_transaction(approve, ceiling_key.key).raw_transaction,
+            Account.sign_transaction(swap, ceiling_key.key).raw_transaction,
+        ]
+    start = time.perf_counter()
+    last = None
+    for tx in raw:
+        last = w3.eth.send_raw_transaction(tx)
+    w3.eth.wait_for_transaction_receipt(last)
+    ceiling = n / (time.perf_counter() - start)
+    say(f"(b) node ceiling, pre-signed:        {ceiling:7.1f} swaps/s")
+
+    # (a) a plain web3.py loop, one swap at a time.
+    loop_key = Account.create()
+    devchain.fund_address(url=url, address=loop_key.address, eth=Decimal(100), token_units=10**6)
+    start = time.perf_counter()
+    nonce = w3.eth.get_transaction_count(loop_key.address)
+    for _ in range(n):
+        quoted = router.functions.getAmountsOut(amount, [usdc.address, dai.address]).call()[-1]
+        block = w3.eth.get_block("latest")
+        tx_fees = {
+            "maxFeePerGas": 2 * block["baseFeePerGas"] + 10**9,
+            "maxPriorityFeePerGas": 10**9,
+            "chainId": 31337,
+            "from": loop_key.address,
+        }
+        approve = erc20.functions.approve(dex.router, amount).build_transaction({**tx_fees, "nonce": nonce})
+        approve["gas"] = w3.eth.estimate_gas(approve) * 6 // 5  # the same 20% margin Custos adds
+        sent = w3.eth.send_raw_transaction(Account.sign_transaction(approve, loop_key.key).raw_transaction)
+        w3.eth.wait_for_transaction_receipt(sent)
+        swap = router.functions.swapExactTokensForTokens(
+            amount,
+            quoted * 995 // 1000,
+            [usdc.address, dai.address],
+            loop_key.address,
+            block["timestamp"] + 600,
+        ).build_transaction({**tx_fees, "nonce": nonce + 1})
+        swap["gas"] = w3.eth.estimate_gas(swap) * 6 // 5
+        sent = w3.eth.send_raw_transaction(Account.sign_transaction(swap, loop_key.key).raw_transaction)
+        w3.eth.wait_for_transaction_receipt(sent)
+        nonce += 2
+    loop = n / (time.perf_counter() - start)
+    say(f"(a) plain web3.py loop:              {loop:7.1f} swaps/s")
+
+    # The pipeline, with real workers.
+    setup_roles(database=connection.settings_dict["NAME"])
+    wallet = wallet_create(owner=UserFactory(), label="pipeline", key_backend="pkcs11")
+    signer.backend.cache_clear()
+    wallet = signer.wallet_key_create(wallet_id=wallet.pk)
+    devchain.fund_address(url=url, address=wallet.address, eth=Decimal(100), token_units=10**6)
+    grant_scope(
+        wallet,
+        max_amount_in=10**12,
+        max_fee_per_gas=10**12,
+        max_priority_fee_per_gas=10**11,
+        valid_until=timezone.now() + timedelta(days=1),
+    )
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        **env_common,
+        "DJANGO_SETTINGS_MODULE": "project.settings.base",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CHAIN_IDS": "31337",
+        "LOG_LEVEL": "WARNING",
+        "SIGNER_MAX_TASKS_PER_CHILD": "0",
+        "TRADE_STALL_SECONDS": "5",
+    }
+    for queue, role, concurrency in (("execution", "custos_engine", "2"), ("signer", "custos_signer", "2")):
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "run_worker", queue, "--loglevel", "WARNING"],
+                cwd=ROOT,
+                env={**env, "DB_ROLE": role, f"WORKER_CONCURRENCY_{queue.upper()}": concurrency},
+                stdout=open(tmp / f"{queue}.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # noqa: SIM115
+            )
+        )
+    time.sleep(6)  # workers up (they check the database, broker and chain first)
+    start_nonce = w3.eth.get_transaction_count(wallet.address)
+    start = time.perf_counter()
+    ids = []
+    for i in range(n):
+        ids.append(
+            rmtm.trade_submit(
+                owner=wallet.owner,
+                wallet=wallet,
+                dex=dex,
+                path=[usdc.address, dai.address],
+                amount_in=amount,
+                slippage_bps=100,
+                idempotency_key=f"bench-{i}",
+                deadline=timezone.now() + timedelta(minutes=30),
+            ).trade.pk
+        )
+    from celery_app import app
+
+    deadline_s = time.monotonic() + 60 + n * 2
+    next_tick = 0.0
+    while time.monotonic() < deadline_s:
+        if time.monotonic() >= next_tick:  # what beat does in a running stack
+            app.send_task("trades.tick")
+            next_tick = time.monotonic() + 1.0
+        mined = w3.eth.get_transaction_count(wallet.address) - start_nonce
+        if mined >= 2 * n:
+            break
+        failed = Trade.objects.filter(pk__in=ids, state__in=["REJECTED", "FAILED", "CANCELLED"]).count()
+        if failed:
+            reasons = list(
+                Trade.objects.filter(pk__in=ids).exclude(reason="").values_list("reason", flat=True)[:3]
+            )
+            raise SystemExit(f"{failed} pipeline trades failed: {reasons}")
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    pipeline = n / elapsed
+    latencies = []
+    for trade_id, created in Trade.objects.filter(pk__in=ids).values_list("pk", "created_at"):
+        sent = (
+            ChainTransaction.objects.filter(trade_id=trade_id, kind="swap")
+            .values_list("broadcast_at", flat=True)
+            .first()
+        )
+        if sent:
+            latencies.append((sent - created).total_seconds() * 1000)
+    latencies.sort()
+    p50 = statistics.median(latencies) if latencies else None
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else None
+    say(f"pipeline (real workers):             {pipeline:7.1f} swaps/s")
+    say(f"pipeline / (a) = {pipeline / loop:.2f} (target >= 1.0);  pipeline / (b) = {pipeline / ceiling:.2f}")
+    say(
+        f"request -> broadcast: p50 {p50:.0f} ms, p99 {p99:.0f} ms (target p50 < 300 ms) "
+        f"over {len(latencies)} swaps"
+    )
+    return {
+        "trades": n,
+        "pipeline_swaps_per_s": round(pipeline, 2),
+        "web3_loop_swaps_per_s": round(loop, 2),
+        "node_ceiling_swaps_per_s": round(ceiling, 2),
+        "ratio_vs_loop": round(pipeline / loop, 3),
+        "ratio_vs_ceiling": round(pipeline / ceiling, 3),
+        "p50_request_to_broadcast_ms": round(p50, 1),
+        "p99_request_to_broadcast_ms": round(p99, 1),
+        "target_ratio_vs_loop": 1.0,
+        "target_p50_ms": 300,
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The Celery app: JSON only, one queue per trust level, routing by module, beat from the database.
+
+Every task is declared with an explicit `name=` and queue (project.queues.custos_task); `route_task`
+maps each app to its queue, and tests/test_celery_routing.py proves the two agree, that each task's
+name carries its module's app, and that only apps.signing can reach the signer queue.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery, bootsteps
+from django.conf import settings
+
+from project.queues import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings.base")
+
+app = Celery("custos")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+# App -> queue: the one place that says which trust level runs which code. A task's name starts with
+# its app's label ("signing.sign" lives in apps.signing), so routing by name is routing by module,
+# and works in processes that send a task by name without importing its module (send_task).
+ROUTES_BY_APP: dict[str, Queue] = {
+    "trades": Queue.EXECUTION,
+    "wallets": Queue.EXECUTION,
+    "signing": Queue.SIGNER,
+    "watcher": Queue.WATCHER,
+    "chain": Queue.WATCHER,
+    "market": Queue.MARKET,
+    "ml": Queue.ML,
+}
+# Nothing consumes this queue: a task without a route waits there instead of running somewhere wrong.
+UNROUTED_QUEUE = "unrouted"
+
+
+def queue_for_task_name(name: str) -> Queue | None:
+    return ROUTES_BY_APP.get(name.split(".", 1)[0]) if "." in name else None
+
+
+def route_task(name, args, kwargs, options, task=None, **kw):
+    queue = queue_for_task_name(name)
+    return {"queue": str(queue) if queue is not None else UNROUTED_QUEUE}
+
+
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    event_serializer="json",
+    task_routes=(route_task,),
+    task_default_queue=UNROUTED_QUEUE,
+    task_create_missing_queues=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    task_time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    broker_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
+    result_backend=None,
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
+    timezone="UTC",
+    enable_utc=True,
+    worker_hijack_root_logger=False,
+)
+if settings.CELERY_VISIBILITY_TIMEOUT <= settings.CELERY_TASK_TIME_LIMIT:
+    # Redis would hand a still-running task to a second worker.
+    raise RuntimeError("CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT")
+
+
+class WorkerHeartbeat(bootsteps.StartStopStep):
+    """Writes `custos:worker:<queue>:<hostname>` to Redis every few seconds with a TTL, so health
+    can tell which queues have a live consumer without a broadcast round trip."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker):
+        from apps.gateway.services import worker_heartbeat_write
+
+        queues = [q.name for q in worker.app.amqp.queues.consume_from.values()]
+
+        def beat():
+            worker_heartbeat_write(hostname=worker.hostname, queues=queues)
+
+        beat()
+        self.tref = worker.timer.call_repeatedly(settings.WORKER_HEARTBEAT_SECONDS, beat)
+
+    def stop(self, worker):
+        if self.tref is not None:
+            self.tref.cancel()
+
+
+app.steps["worker"].add(WorkerHeartbeat)
+app.autodiscover_tasks()

@@ -1,0 +1,1 @@
+"""Custos Django project: settings, URLs and the process entry points."""

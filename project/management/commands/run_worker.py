@@ -1,0 +1,63 @@
+"""`manage.py run_worker <queue|beat>`: check dependencies, then run that process in the foreground.
+
+Each trust level is its own process with its own queue; a worker refuses to start when the database,
+the broker or (for queues that use RPC) a chain does not answer as configured.
+"""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from project import preflight
+from project.queues import Queue
+
+RPC_QUEUES = {Queue.EXECUTION, Queue.WATCHER}
+
+
+class Command(BaseCommand):
+    help = "Run one Custos worker (execution, signer, watcher, market, ml) or beat after start checks."
+
+    def add_arguments(self, parser):
+        parser.add_argument("process", choices=[*[str(q) for q in Queue], "beat"])
+        parser.add_argument("--loglevel", default="INFO")
+
+    def handle(self, *args, process, loglevel, **options):
+        try:
+            preflight.check_database()
+            preflight.check_broker()
+            if process in RPC_QUEUES:
+                preflight.check_chains()
+        except preflight.PreflightError as exc:
+            raise CommandError(f"{process}: not starting: {exc}") from exc
+
+        from celery_app import app
+
+        if process == "beat":
+            argv = [
+                "beat",
+                "--loglevel",
+                loglevel,
+                "--scheduler",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+            ]
+        else:
+            queue = Queue(process)
+            concurrency = getattr(settings, f"WORKER_CONCURRENCY_{queue.name}")
+            argv = [
+                "worker",
+                "--queues",
+                str(queue),
+                "--hostname",
+                f"{queue}@%h",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                loglevel,
+                "--without-gossip",
+                "--without-mingle",
+            ]
+            if queue is Queue.SIGNER and settings.SIGNER_MAX_TASKS_PER_CHILD > 0:
+                # 0 keeps children alive: only safe when every wallet's key lives in an HSM.
+                argv += ["--max-tasks-per-child", str(settings.SIGNER_MAX_TASKS_PER_CHILD)]
+        self.stdout.write(f"{process}: checks passed, starting")
+        self.stdout.flush()
+        app.worker_main(argv) if process != "beat" else app.start(argv)

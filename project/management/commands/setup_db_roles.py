@@ -1,0 +1,19 @@
+"""`manage.py setup_db_roles`: create the per-process PostgreSQL roles and grant least privilege."""
+
+from django.core.management.base import BaseCommand
+from django.db import connection, transaction
+
+from project.db_roles import POLICIES, setup_roles
+
+
+class Command(BaseCommand):
+    help = "Create the per-process roles (custos_api, _engine, _signer, _market, _ml) with least privilege."
+
+    def handle(self, *args, **options):
+        database = connection.settings_dict["NAME"]
+        with transaction.atomic():
+            roles = setup_roles(database=database)
+        for role in roles:
+            policy = POLICIES[role]
+            writes = sorted(policy.write | policy.insert | set(policy.update_columns))
+            self.stdout.write(f"{role}: writes {', '.join(writes) or 'nothing'}")

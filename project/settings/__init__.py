@@ -1,0 +1,1 @@
+"""Settings package: `base` declares every setting; `test` and `production` adjust it."""

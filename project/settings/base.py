@@ -1,0 +1,250 @@
+"""Every Custos setting, each with a safe default, read from one django-environ `env`.
+
+Precedence: the process environment, then `var/env` (written by `make services` when it had to start
+a private PostgreSQL/Redis), then `.env` (the owner's file), then the defaults below.
+"""
+
+from pathlib import Path
+
+import environ
+from psycopg import IsolationLevel
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# read_env never overrides a variable that is already set, so the first file read wins.
+for _name in ("var/env", ".env"):
+    if (BASE_DIR / _name).is_file():
+        environ.Env.read_env(BASE_DIR / _name)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The development default is only ever used on a loopback bind; production.py refuses it.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-secret-key-change-me")
+# `make run` creates a demo admin login; never enable this on a machine others can reach.
+ALLOW_DEMO_ADMIN = env.bool("ALLOW_DEMO_ADMIN", default=True)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "project",
+    "apps.chain",
+    "apps.wallets",
+    "apps.trades",
+    "apps.signing",
+    "apps.watcher",
+    "apps.market",
+    "apps.ml",
+    "apps.gateway",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# Every connection runs SERIALIZABLE with server-side timeouts so a stuck statement, lock wait or
+# abandoned transaction cannot hold rows forever. Services own their transactions (no
+# ATOMIC_REQUESTS); project.db.serializable retries serialization failures.
+DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=15_000)
+DB_LOCK_TIMEOUT_MS = env.int("DB_LOCK_TIMEOUT_MS", default=5_000)
+DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000)
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/custos"),
+}
+# Each process connects as its own least-privilege role (manage.py setup_db_roles creates them);
+# empty = the DATABASE_URL user (migrations and development tools).
+DB_ROLE = env.str("DB_ROLE", default="")
+if DB_ROLE:
+    DATABASES["default"]["USER"] = DB_ROLE
+    DATABASES["default"]["PASSWORD"] = env.str("DB_ROLE_PASSWORD", default="")
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {}).update(
+    {
+        "isolation_level": IsolationLevel.SERIALIZABLE,
+        "options": (
+            "-c default_transaction_isolation=serializable"
+            f" -c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+            f" -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
+            f" -c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+        ),
+    }
+)
+DATABASES["default"]["TEST"] = {"NAME": env.str("DATABASE_TEST_NAME", default="test_custos")}
+
+# Serialization-failure retries (project.db.serializable).
+DB_SERIALIZABLE_MAX_ATTEMPTS = env.int("DB_SERIALIZABLE_MAX_ATTEMPTS", default=8)
+DB_SERIALIZABLE_BACKOFF_BASE_MS = env.int("DB_SERIALIZABLE_BACKOFF_BASE_MS", default=5)
+DB_SERIALIZABLE_BACKOFF_CAP_MS = env.int("DB_SERIALIZABLE_BACKOFF_CAP_MS", default=500)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# --- Redis, cache and Celery ----------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("CACHE_URL", default=REDIS_URL),
+    }
+}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# Longest task hard limit; the broker's visibility timeout must stay above it (celery_app checks).
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+# Run tasks in-process (only a few end-to-end tests and nothing in production).
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# A worker is "live" for /api/v1/health while its heartbeat key is younger than this.
+WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=10)
+WORKER_HEARTBEAT_TTL_SECONDS = env.int("WORKER_HEARTBEAT_TTL_SECONDS", default=30)
+# Concurrency per worker process (child processes of the prefork pool).
+WORKER_CONCURRENCY_EXECUTION = env.int("WORKER_CONCURRENCY_EXECUTION", default=2)
+WORKER_CONCURRENCY_SIGNER = env.int("WORKER_CONCURRENCY_SIGNER", default=2)
+WORKER_CONCURRENCY_WATCHER = env.int("WORKER_CONCURRENCY_WATCHER", default=1)
+WORKER_CONCURRENCY_MARKET = env.int("WORKER_CONCURRENCY_MARKET", default=1)
+WORKER_CONCURRENCY_ML = env.int("WORKER_CONCURRENCY_ML", default=1)
+# The signer's child process is replaced after this many tasks, so a key a backend had to load
+# never outlives the task that used it.
+SIGNER_MAX_TASKS_PER_CHILD = env.int("SIGNER_MAX_TASKS_PER_CHILD", default=1)
+# How often beat probes every RPC endpoint (chain id, head, latency).
+RPC_PROBE_INTERVAL_SECONDS = env.int("RPC_PROBE_INTERVAL_SECONDS", default=30)
+
+# --- Chains ---------------------------------------------------------------------------------
+# The dev chain `manage.py devchain up` starts and the chain the RPC-using workers check at start.
+DEVCHAIN_HOST = env.str("DEVCHAIN_HOST", default="127.0.0.1")
+DEVCHAIN_PORT = env.int("DEVCHAIN_PORT", default=8545)
+DEVCHAIN_CHAIN_ID = env.int("DEVCHAIN_CHAIN_ID", default=31337)
+# Interval mining for `devchain up`, in milliseconds (0 = automine: one block per transaction).
+DEVCHAIN_BLOCK_MS = env.int("DEVCHAIN_BLOCK_MS", default=1000)
+# Chain ids the execution and watcher workers must find at their RPC endpoints before starting.
+CHAIN_IDS = env.list("CHAIN_IDS", cast=int, default=[DEVCHAIN_CHAIN_ID])
+RPC_TIMEOUT_SECONDS = env.float("RPC_TIMEOUT_SECONDS", default=10.0)
+# Health probes use a short timeout so a dead endpoint cannot stall /api/v1/health.
+HEALTH_RPC_TIMEOUT_SECONDS = env.float("HEALTH_RPC_TIMEOUT_SECONDS", default=2.0)
+
+# --- Key custody (credentials are read only by the signer process) ---------------------------
+# Backend for new wallets: keystore (development default), pkcs11 or vault.
+KEY_BACKEND_DEFAULT = env.str("KEY_BACKEND_DEFAULT", default="keystore")
+# pkcs11: any PKCS#11 module; SoftHSM2 in development (make services initialises the token).
+SOFTHSM2_CONF = env.str("SOFTHSM2_CONF", default=str(BASE_DIR / "var" / "softhsm" / "softhsm2.conf"))
+PKCS11_MODULE = env.str("PKCS11_MODULE", default="/usr/lib/softhsm/libsofthsm2.so")
+PKCS11_TOKEN_LABEL = env.str("PKCS11_TOKEN_LABEL", default="custos-dev")
+PKCS11_PIN_FILE = env.str("PKCS11_PIN_FILE", default=str(BASE_DIR / "var" / "secrets" / "hsm.pin"))
+# keystore: Ethereum V3 keystore files (scrypt) and the file holding their passphrase.
+KEYSTORE_DIR = env.str("KEYSTORE_DIR", default=str(BASE_DIR / "var" / "keystore"))
+KEYSTORE_PASSPHRASE_FILE = env.str(
+    "KEYSTORE_PASSPHRASE_FILE", default=str(BASE_DIR / "var" / "secrets" / "keystore.pass")
+)
+# scrypt cost for new keystore files (2**18 is geth's standard; lower only for tests).
+KEYSTORE_SCRYPT_N = env.int("KEYSTORE_SCRYPT_N", default=262144)
+# vault: the owner's self-hosted HashiCorp Vault, keys in KV v2 at VAULT_KV_MOUNT/VAULT_KV_PREFIX.
+VAULT_ADDR = env.str("VAULT_ADDR", default="http://127.0.0.1:8200")
+VAULT_AUTH_METHOD = env.str("VAULT_AUTH_METHOD", default="approle")  # approle or token
+VAULT_TOKEN_FILE = env.str("VAULT_TOKEN_FILE", default="")
+VAULT_ROLE_ID = env.str("VAULT_ROLE_ID", default="")
+VAULT_SECRET_ID_FILE = env.str("VAULT_SECRET_ID_FILE", default="")
+VAULT_KV_MOUNT = env.str("VAULT_KV_MOUNT", default="secret")
+VAULT_KV_PREFIX = env.str("VAULT_KV_PREFIX", default="custos/keys")
+VAULT_TIMEOUT_SECONDS = env.float("VAULT_TIMEOUT_SECONDS", default=5.0)
+# Renew the Vault token when less than this many seconds of its TTL remain.
+VAULT_RENEW_BELOW_SECONDS = env.int("VAULT_RENEW_BELOW_SECONDS", default=300)
+
+# --- Scope and signing rules ----------------------------------------------------------------
+# A swap's deadline may lie at most this far after the moment it is checked.
+MAX_TRADE_DEADLINE_SECONDS = env.int("MAX_TRADE_DEADLINE_SECONDS", default=3600)
+# A replacement (gas bump or cancel) must raise both fee fields by at least this much (1000 = 10%).
+REPLACEMENT_MIN_BUMP_BPS = env.int("REPLACEMENT_MIN_BUMP_BPS", default=1000)
+
+# --- Trade engine ---------------------------------------------------------------------------
+# Gas limit = simulated gas plus this margin.
+GAS_LIMIT_MARGIN_PERCENT = env.int("GAS_LIMIT_MARGIN_PERCENT", default=20)
+# Gas limit for a swap whose gas the node cannot estimate with the approval's state override
+# (Hardhat): the call itself is still simulated. A V2 two-token swap uses about 140k.
+SWAP_GAS_WITHOUT_ESTIMATE = env.int("SWAP_GAS_WITHOUT_ESTIMATE", default=250_000)
+# A non-terminal trade untouched this long has its step re-enqueued by recover_stalled_trades.
+TRADE_STALL_SECONDS = env.int("TRADE_STALL_SECONDS", default=60)
+# A broadcast transaction unmined after this many blocks gets a replacement with both fees raised
+# by REPLACEMENT_BUMP_BPS (1250 = 12.5%), capped by the scope.
+REPLACE_AFTER_BLOCKS = env.int("REPLACE_AFTER_BLOCKS", default=5)
+REPLACEMENT_BUMP_BPS = env.int("REPLACEMENT_BUMP_BPS", default=1250)
+# How often beat checks receipts of every CONFIRMING trade and recovers stalled ones.
+TRADE_TICK_SECONDS = env.int("TRADE_TICK_SECONDS", default=2)
+
+# --- API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Custos API",
+    "DESCRIPTION": "Self-hosted, non-custodial DEX trade executor.",
+    "VERSION": "1.0.0",
+}
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"scrub_keys": {"()": "apps.signing.log_filters.KeyMaterialFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["scrub_keys"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # One line per HTTP request would drown the log (every RPC call is one).
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

@@ -1,0 +1,9 @@
+"""Test settings: the real PostgreSQL and Redis, on a separate Redis database."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+REDIS_URL = env.str("TEST_REDIS_URL", default=REDIS_URL.rsplit("/", 1)[0] + "/9")  # noqa: F405
+CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
+CELERY_BROKER_URL = REDIS_URL
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,142 @@
+"""factory_boy factories and builders shared by the app tests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import factory
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from apps.chain.calldata import APPROVE, SWAP_EXACT_TOKENS_FOR_TOKENS, encode_call
+from apps.chain.models import Dex, Token
+from apps.chain.txcodec import payload_hash
+from apps.trades.models import ChainTransaction, Trade
+from apps.wallets.models import PermissionScope, Wallet
+from apps.wallets.services import nonce_allocate, scope_grant
+
+GWEI = 10**9
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"owner{n}")
+
+
+def grant_scope(wallet: Wallet, **overrides) -> PermissionScope:
+    """A dUSDC -> dDAI scope on the dev DEX with generous but finite limits."""
+    dex = Dex.objects.get()
+    usdc = Token.objects.get(symbol="dUSDC")
+    dai = Token.objects.get(symbol="dDAI")
+    now = timezone.now()
+    params = {
+        "wallet": wallet,
+        "dex": dex,
+        "token_in": usdc,
+        "token_out": dai,
+        "max_amount_in": 1_000 * 10**6,
+        "max_slippage_bps": 100,
+        "max_fee_per_gas": 100 * GWEI,
+        "max_priority_fee_per_gas": 5 * GWEI,
+        "valid_from": now - timedelta(minutes=1),
+        "valid_until": now + timedelta(days=1),
+    }
+    params.update(overrides)
+    return scope_grant(**params)
+
+
+def walk_to(trade: Trade, state: str) -> Trade:
+    """Take a PENDING trade through each transition up to `state` (no skipped states)."""
+    steps = {
+        "SIMULATING": "start_simulation",
+        "VALIDATING": "start_validation",
+        "SIGNING": "start_signing",
+        "CONFIRMING": "start_confirming",
+    }
+    order = ["SIMULATING", "VALIDATING", "SIGNING", "CONFIRMING"]
+    for target in order[: order.index(state) + 1]:
+        getattr(trade, steps[target])()
+        trade.save()
+    return trade
+
+
+def signing_trade(
+    wallet: Wallet,
+    *,
+    amount_in: int = 100 * 10**6,
+    quoted_out: int = 99 * 10**18,
+    state: str = "SIGNING",
+    with_approve: bool = True,
+    tx_overrides: dict | None = None,
+    call_overrides: dict | None = None,
+    path: list[str] | None = None,
+) -> Trade:
+    """A trade in SIGNING with frozen approve + swap transactions, nonces allocated as the engine would."""
+    dex = Dex.objects.get()
+    usdc = Token.objects.get(symbol="dUSDC")
+    dai = Token.objects.get(symbol="dDAI")
+    path = path or [usdc.address, dai.address]
+    deadline = (timezone.now() + timedelta(minutes=20)).replace(microsecond=0)
+    trade = Trade.objects.create(
+        owner=wallet.owner,
+        wallet=wallet,
+        chain=dex.chain,
+        dex=dex,
+        path=path,
+        amount_in=amount_in,
+        slippage_bps=50,
+        deadline=deadline,
+        idempotency_key=f"k-{timezone.now().timestamp()}-{id(path)}",
+        quoted_amount_out=quoted_out,
+        amount_out_min=quoted_out * 9950 // 10_000,
+    )
+    walk_to(trade, state)
+    call = {
+        "amount_in": amount_in,
+        "amount_out_min": quoted_out * 9950 // 10_000,
+        "path": path,
+        "recipient": wallet.address,
+        "deadline": int(deadline.timestamp()),
+    }
+    call.update(call_overrides or {})
+    with transaction.atomic():
+        nonces = nonce_allocate(wallet=wallet, chain=dex.chain, count=2 if with_approve else 1)
+    calls = []
+    if with_approve:
+        calls.append(("approve", path[0], encode_call(APPROVE, dex.router, amount_in)))
+    calls.append(
+        (
+            "swap",
+            dex.router,
+            encode_call(
+                SWAP_EXACT_TOKENS_FOR_TOKENS,
+                call["amount_in"],
+                call["amount_out_min"],
+                call["path"],
+                call["recipient"],
+                call["deadline"],
+            ),
+        )
+    )
+    for sequence, ((kind, to, data), nonce) in enumerate(zip(calls, nonces, strict=True)):
+        fields = {
+            "chain_id": dex.chain.chain_id,
+            "sender": wallet.address,
+            "nonce": nonce,
+            "to": to,
+            "value": 0,
+            "data": data,
+            "gas": 300_000,
+            "max_fee_per_gas": 20 * GWEI,
+            "max_priority_fee_per_gas": 1 * GWEI,
+        }
+        if kind == "swap":
+            fields.update(tx_overrides or {})
+        tx = ChainTransaction(trade=trade, sequence=sequence, kind=kind, attempt=1, **fields)
+        tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
+        tx.save()
+    return trade

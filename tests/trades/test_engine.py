@@ -1,0 +1,337 @@
+"""The execution engine, step by step in-process, against the real dev chain and a keystore signer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from web3 import Web3
+
+from apps.chain import devchain
+from apps.chain.models import Chain, Dex, Token
+from apps.signing import services as signer
+from apps.trades import real_money_transaction_manager as rmtm
+from apps.trades.audit import audit_verify
+from apps.trades.models import ChainTransaction, Trade, TradeEvent
+from apps.wallets.models import NonceCursor
+from apps.wallets.services import wallet_create
+from tests.factories import UserFactory, grant_scope
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chain]
+
+
+@pytest.fixture
+def keystore(settings, tmp_path):
+    (tmp_path / "pass").write_text("engine test passphrase")
+    settings.KEYSTORE_DIR = str(tmp_path / "keys")
+    settings.KEYSTORE_PASSPHRASE_FILE = str(tmp_path / "pass")
+    settings.KEYSTORE_SCRYPT_N = 2**10
+    signer.backend.cache_clear()
+    yield
+    signer.backend.cache_clear()
+
+
+@pytest.fixture
+def funded_wallet(deployed_devchain, keystore):
+    Chain.objects.update(confirmations_required=3)
+    wallet = wallet_create(owner=UserFactory(), label="engine", key_backend="keystore")
+    wallet = signer.wallet_key_create(wallet_id=wallet.pk)
+    devchain.fund_address(url=deployed_devchain, address=wallet.address, eth=Decimal(5), token_units=50_000)
+    return wallet
+
+
+@pytest.fixture
+def scoped_wallet(funded_wallet):
+    grant_scope(funded_wallet)
+    return funded_wallet
+
+
+def _tokens():
+    return Token.objects.get(symbol="dUSDC"), Token.objects.get(symbol="dDAI")
+
+
+def _submit(wallet, *, amount_in=100 * 10**6, slippage_bps=50, key="t1", deadline_minutes=20):
+    usdc, dai = _tokens()
+    return rmtm.trade_submit(
+        owner=wallet.owner,
+        wallet=wallet,
+        dex=Dex.objects.get(),
+        path=[usdc.address, dai.address],
+        amount_in=amount_in,
+        slippage_bps=slippage_bps,
+        idempotency_key=key,
+        deadline=timezone.now() + timedelta(minutes=deadline_minutes),
+    ).trade
+
+
+def _run_to_confirming(trade: Trade) -> Trade:
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    signer.trade_sign(trade_id=trade.pk, attempt=1)
+    rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
+    rmtm.trade_broadcast(trade_id=trade.pk)
+    return Trade.objects.get(pk=trade.pk)
+
+
+def _mine(url: str, blocks: int) -> None:
+    w3 = Web3(Web3.HTTPProvider(url))
+    for _ in range(blocks):
+        w3.provider.make_request("evm_mine", [])
+
+
+def test_a_swap_runs_from_pending_to_settled_with_the_approval(scoped_wallet, deployed_devchain):
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    usdc, dai = _tokens()
+    abi = devchain.load_artifact("DevToken")["abi"]
+    usdc_c, dai_c = (w3.eth.contract(address=t.address, abi=abi) for t in (usdc, dai))
+    usdc_before = usdc_c.functions.balanceOf(scoped_wallet.address).call()
+    dai_before = dai_c.functions.balanceOf(scoped_wallet.address).call()
+
+    trade = _run_to_confirming(_submit(scoped_wallet))
+    assert trade.state == "CONFIRMING", trade.reason
+    kinds = list(trade.transactions.order_by("sequence").values_list("kind", "nonce"))
+    assert kinds == [("approve", 0), ("swap", 1)]
+    rmtm.trade_confirm(trade_id=trade.pk)
+    assert Trade.objects.get(pk=trade.pk).state == "CONFIRMING"  # not deep enough yet
+    _mine(deployed_devchain, 3)
+    rmtm.trade_confirm(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "SETTLED"
+
+    assert usdc_c.functions.balanceOf(scoped_wallet.address).call() == usdc_before - int(trade.amount_in)
+    received = dai_c.functions.balanceOf(scoped_wallet.address).call() - dai_before
+    assert received == int(trade.quoted_amount_out)  # nothing moved the pool in between
+    states = list(
+        TradeEvent.objects.filter(trade=trade).exclude(to_state="").values_list("to_state", flat=True)
+    )
+    assert states == ["PENDING", "SIMULATING", "VALIDATING", "SIGNING", "CONFIRMING", "SETTLED"]
+    checked, broken = audit_verify()
+    assert broken is None
+    assert checked >= 8
+
+
+def test_replaying_every_step_of_a_settled_trade_changes_nothing(scoped_wallet, deployed_devchain):
+    trade = _run_to_confirming(_submit(scoped_wallet, key="replay"))
+    _mine(deployed_devchain, 3)
+    rmtm.trade_confirm(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "SETTLED"
+    events = TradeEvent.objects.count()
+    snapshot = list(ChainTransaction.objects.values_list("pk", "nonce", "unsigned_hash", "tx_hash", "status"))
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    signer.trade_sign(trade_id=trade.pk, attempt=1)
+    rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
+    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_id=trade.pk)
+    assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
+    assert TradeEvent.objects.count() == events
+    assert (
+        list(ChainTransaction.objects.values_list("pk", "nonce", "unsigned_hash", "tx_hash", "status"))
+        == snapshot
+    )
+
+
+def test_a_trade_never_settles_on_its_approval_alone(scoped_wallet, deployed_devchain):
+    trade = _submit(scoped_wallet, key="approval-only")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    signer.trade_sign(trade_id=trade.pk, attempt=1)
+    rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
+    approve = ChainTransaction.objects.get(trade=trade, kind="approve")
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    w3.eth.send_raw_transaction(bytes(approve.raw_signed))
+    ChainTransaction.objects.filter(pk=approve.pk).update(broadcast_at=timezone.now(), status="broadcast")
+    _mine(deployed_devchain, 5)
+    rmtm.trade_confirm(trade_id=trade.pk)
+    assert Trade.objects.get(pk=trade.pk).state == "CONFIRMING"
+    rmtm.trade_broadcast(trade_id=trade.pk)
+    _mine(deployed_devchain, 3)
+    rmtm.trade_confirm(trade_id=trade.pk)
+    assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
+    assert set(trade.transactions.values_list("status", flat=True)) == {"mined"}
+
+
+def test_frozen_transactions_rebuild_byte_for_byte(scoped_wallet):
+    trade = _run_to_confirming(_submit(scoped_wallet, key="determinism"))
+    for tx in trade.transactions.all():
+        from apps.chain.txcodec import payload_hash
+
+        expected = (
+            rmtm.swap_calldata(trade, int(trade.amount_out_min))
+            if tx.kind == "swap"
+            else rmtm.approve_calldata(trade)
+        )
+        assert tx.data == expected
+        assert payload_hash(tx.as_unsigned_dict()) == tx.unsigned_hash
+
+
+def test_out_of_scope_trade_is_rejected_and_signs_nothing(funded_wallet):
+    grant_scope(funded_wallet, max_amount_in=50 * 10**6)
+    trade = _submit(funded_wallet, amount_in=100 * 10**6, key="too-big")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "REJECTED"
+    assert "amount_over_cap" in trade.reason
+    assert not trade.transactions.exists()
+    # The refusal rolled back the allocation with everything else: no nonce was consumed.
+    cursor = NonceCursor.objects.filter(wallet=funded_wallet).first()
+    assert cursor is None or cursor.next_nonce == 0
+
+
+def test_insufficient_balance_is_rejected(funded_wallet):
+    grant_scope(funded_wallet, max_amount_in=10**18)
+    trade = _submit(funded_wallet, amount_in=10**6 * 10**6, key="poor")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    trade.refresh_from_db()
+    if trade.state == "VALIDATING":
+        rmtm.trade_validate(trade_id=trade.pk)
+        trade.refresh_from_db()
+    assert trade.state in {"REJECTED", "FAILED"}
+    assert (
+        "insufficient" in trade.reason or "TRANSFER_FROM_FAILED" in trade.reason or "reverted" in trade.reason
+    )
+
+
+def test_price_far_from_the_reference_is_rejected(funded_wallet):
+    grant_scope(funded_wallet, max_amount_in=10**15, max_slippage_bps=10)
+    # 40,000 dUSDC into a 1M/1M pool moves the price ~4%: far beyond the scope's 10 bps.
+    trade = _submit(funded_wallet, amount_in=40_000 * 10**6, slippage_bps=5, key="impact")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "REJECTED"
+    assert "price_deviation" in trade.reason
+
+
+def test_passed_deadline_is_rejected(funded_wallet):
+    grant_scope(funded_wallet)
+    trade = _submit(funded_wallet, key="late")
+    Trade.objects.filter(pk=trade.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+    rmtm.trade_simulate(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "REJECTED"
+    assert "deadline" in trade.reason
+
+
+def test_audit_verify_names_the_first_broken_link(funded_wallet):
+    grant_scope(funded_wallet)
+    trade = _submit(funded_wallet, key="audit")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    event = trade.events.order_by("id")[1]
+    TradeEvent.objects.filter(pk=event.pk).update(data={"tampered": True})
+    checked, broken = audit_verify()
+    assert broken is not None
+    assert broken.event_id == event.pk
+    from io import StringIO
+
+    out = StringIO()
+    with pytest.raises(SystemExit):
+        call_command("audit_verify", stdout=out)
+    assert f"event {event.pk}" in out.getvalue()
+
+
+class _StuckChain:
+    """Automine off and a base fee just above what the frozen transactions pay: they sit unmined
+    while blocks go by, and a 12.5% bump gets them in."""
+
+    def __init__(self, url: str):
+        self.w3 = Web3(Web3.HTTPProvider(url))
+        self.base_fee = None
+
+    def __enter__(self):
+        self.w3.provider.make_request("evm_setAutomine", [False])
+        return self
+
+    def __exit__(self, *exc):
+        self.w3.provider.make_request("evm_setAutomine", [True])
+
+    def mine(self, blocks: int = 1) -> None:
+        for _ in range(blocks):
+            if self.base_fee is not None:
+                self.w3.provider.make_request("hardhat_setNextBlockBaseFeePerGas", [hex(self.base_fee)])
+            self.w3.provider.make_request("evm_mine", [])
+
+
+def _sign_and_send(trade: Trade, attempt: int) -> None:
+    outcome = signer.trade_sign(trade_id=trade.pk, attempt=attempt)
+    assert outcome.signed, outcome.refusal
+    rmtm.trade_after_signing(trade_id=trade.pk, attempt=attempt)
+    rmtm.trade_broadcast(trade_id=trade.pk)
+
+
+def test_a_stuck_transaction_is_replaced_with_bumped_fees_and_settles(
+    scoped_wallet, deployed_devchain, settings
+):
+    settings.REPLACE_AFTER_BLOCKS = 3
+    with _StuckChain(deployed_devchain) as chain:
+        trade = _submit(scoped_wallet, key="stuck")
+        rmtm.trade_simulate(trade_id=trade.pk)
+        rmtm.trade_validate(trade_id=trade.pk)
+        frozen_fee = int(trade.transactions.get(kind="swap").max_fee_per_gas)
+        chain.base_fee = frozen_fee + 1  # above what attempt 1 pays, below a 12.5% bump
+        _sign_and_send(trade, 1)
+        chain.mine(3)
+        rmtm.trade_confirm(trade_id=trade.pk)
+        replacements = list(trade.transactions.filter(attempt=2).order_by("sequence"))
+        assert [tx.kind for tx in replacements] == ["approve", "swap"]
+        for tx in replacements:
+            assert tx.replaces.attempt == 1
+            assert tx.nonce == tx.replaces.nonce
+            assert int(tx.max_fee_per_gas) * 1000 >= int(tx.replaces.max_fee_per_gas) * 1125
+            assert int(tx.max_priority_fee_per_gas) * 1000 >= int(tx.replaces.max_priority_fee_per_gas) * 1125
+        _sign_and_send(trade, 2)
+        chain.mine(1)
+        chain.base_fee = None
+        chain.mine(3)
+        rmtm.trade_confirm(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "SETTLED", trade.reason
+    assert set(trade.transactions.filter(attempt=1).values_list("status", flat=True)) == {"replaced"}
+    assert set(trade.transactions.filter(attempt=2).values_list("status", flat=True)) == {"mined"}
+    assert trade.events.filter(kind="reconfirm").exists()
+
+
+def test_a_passed_deadline_while_unmined_produces_a_cancel(scoped_wallet, deployed_devchain):
+    import time
+
+    usdc, _dai = _tokens()
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    token = w3.eth.contract(address=usdc.address, abi=devchain.load_artifact("DevToken")["abi"])
+    before = token.functions.balanceOf(scoped_wallet.address).call()
+    with _StuckChain(deployed_devchain) as chain:
+        usdc_dai = _tokens()
+        trade = rmtm.trade_submit(
+            owner=scoped_wallet.owner,
+            wallet=scoped_wallet,
+            dex=Dex.objects.get(),
+            path=[t.address for t in usdc_dai],
+            amount_in=100 * 10**6,
+            slippage_bps=50,
+            idempotency_key="late-cancel",
+            deadline=timezone.now() + timedelta(seconds=6),
+        ).trade
+        rmtm.trade_simulate(trade_id=trade.pk)
+        rmtm.trade_validate(trade_id=trade.pk)
+        chain.base_fee = int(trade.transactions.get(kind="swap").max_fee_per_gas) + 1
+        _sign_and_send(trade, 1)
+        chain.mine(1)
+        time.sleep(max(0.0, (trade.deadline - timezone.now()).total_seconds()) + 0.5)
+        rmtm.trade_confirm(trade_id=trade.pk)
+        cancels = list(trade.transactions.filter(attempt=2))
+        assert {tx.kind for tx in cancels} == {"cancel"}
+        assert all(
+            tx.to == scoped_wallet.address and int(tx.value) == 0 and tx.data == "0x" for tx in cancels
+        )
+        _sign_and_send(trade, 2)
+        chain.mine(1)
+        chain.base_fee = None
+        chain.mine(3)
+        rmtm.trade_confirm(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "CANCELLED", trade.reason
+    assert token.functions.balanceOf(scoped_wallet.address).call() == before  # nothing was swapped
