@@ -18,6 +18,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from apps.chain.calldata import APPROVE, SWAP_EXACT_TOKENS_FOR_TOKENS, encode_call
@@ -508,8 +509,17 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
                 raise
         crash_point("broadcast.after_send")
         with transaction.atomic():
+            # Only a SIGNED row becomes BROADCAST: a concurrent confirm may already have marked it
+            # REPLACED (its sibling was mined), and that verdict must not be overwritten.
             if ChainTransaction.objects.filter(pk=tx.pk, broadcast_at__isnull=True).update(
-                broadcast_at=timezone.now(), broadcast_block=head, status=ChainTransaction.Status.BROADCAST
+                broadcast_at=timezone.now(),
+                broadcast_block=head,
+                status=Case(
+                    When(
+                        status=ChainTransaction.Status.SIGNED, then=Value(ChainTransaction.Status.BROADCAST)
+                    ),
+                    default=F("status"),
+                ),
             ):
                 audit_append(
                     trade=tx.trade if tx.trade_id != trade.pk else trade,
@@ -592,7 +602,9 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
             continue
         tx, receipt = mined
         block_hash = "0x" + bytes(receipt["blockHash"]).hex()
-        if tx.receipt_block_hash != block_hash:
+        # Record the receipt, and retire every sibling still live: a replacement frozen by a
+        # confirm that raced this one may have been created after the original was mined.
+        if tx.receipt_block_hash != block_hash or len(candidates) > 1:
             _record_mined(trade, tx, receipt, block_hash, candidates)
         if receipt["status"] != 1:
             reason = (
@@ -634,11 +646,13 @@ def _first_mined(w3, candidates: list[ChainTransaction]):
 def _record_mined(trade: Trade, tx: ChainTransaction, receipt, block_hash: str, candidates) -> None:
     status = ChainTransaction.Status.MINED if receipt["status"] == 1 else ChainTransaction.Status.REVERTED
     with transaction.atomic():
+        others = [c.pk for c in candidates if c.pk != tx.pk]
+        ChainTransaction.objects.filter(pk__in=others).update(status=ChainTransaction.Status.REPLACED)
+        if tx.receipt_block_hash == block_hash:
+            return  # receipt already recorded; only late siblings needed retiring
         ChainTransaction.objects.filter(pk=tx.pk).update(
             receipt_block_number=receipt["blockNumber"], receipt_block_hash=block_hash, status=status
         )
-        others = [c.pk for c in candidates if c.pk != tx.pk]
-        ChainTransaction.objects.filter(pk__in=others).update(status=ChainTransaction.Status.REPLACED)
         audit_append(
             trade=trade,
             kind="mined",
