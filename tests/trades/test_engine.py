@@ -335,3 +335,39 @@ def test_a_passed_deadline_while_unmined_produces_a_cancel(scoped_wallet, deploy
     trade.refresh_from_db()
     assert trade.state == "CANCELLED", trade.reason
     assert token.functions.balanceOf(scoped_wallet.address).call() == before  # nothing was swapped
+
+
+def test_a_reverting_swap_fails_with_the_decoded_reason_and_signs_nothing(scoped_wallet):
+    usdc, dai = _tokens()
+    trade = rmtm.trade_submit(
+        owner=scoped_wallet.owner,
+        wallet=scoped_wallet,
+        dex=Dex.objects.get(),
+        path=[usdc.address, dai.address],
+        amount_in=100 * 10**6,
+        min_amount_out=10**30,
+        idempotency_key="reverts",
+        deadline=timezone.now() + timedelta(minutes=20),
+    ).trade
+    rmtm.trade_simulate(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "FAILED"
+    assert "INSUFFICIENT_OUTPUT_AMOUNT" in trade.reason
+    assert not trade.transactions.exists()
+
+
+def test_the_owner_cancels_freely_before_signing_and_not_after(scoped_wallet):
+    pending = _submit(scoped_wallet, key="cancel-early")
+    rmtm.trade_cancel(trade_id=pending.pk)
+    pending.refresh_from_db()
+    assert pending.state == "CANCELLED"
+    assert pending.events.filter(kind="cancel", to_state="CANCELLED").exists()
+    rmtm.trade_simulate(trade_id=pending.pk)  # a late task for it does nothing
+    assert Trade.objects.get(pk=pending.pk).state == "CANCELLED"
+
+    signing = _submit(scoped_wallet, key="cancel-late")
+    rmtm.trade_simulate(trade_id=signing.pk)
+    rmtm.trade_validate(trade_id=signing.pk)
+    assert Trade.objects.get(pk=signing.pk).state == "SIGNING"
+    rmtm.trade_cancel(trade_id=signing.pk)
+    assert Trade.objects.get(pk=signing.pk).state == "SIGNING"  # needs a cancel replacement instead
