@@ -371,3 +371,58 @@ def test_the_owner_cancels_freely_before_signing_and_not_after(scoped_wallet):
     assert Trade.objects.get(pk=signing.pk).state == "SIGNING"
     rmtm.trade_cancel(trade_id=signing.pk)
     assert Trade.objects.get(pk=signing.pk).state == "SIGNING"  # needs a cancel replacement instead
+
+
+def _statuses(trade: Trade, **filters) -> set[str]:
+    return set(trade.transactions.filter(**filters).values_list("status", flat=True))
+
+
+def test_a_confirm_that_races_a_broadcast_keeps_its_mined_verdict(
+    scoped_wallet, deployed_devchain, monkeypatch
+):
+    """The interleaving CI once hit: a redelivered broadcast sends, a concurrent confirm records the
+    receipt, then the broadcast marks the row sent. The row must stay MINED."""
+    trade = _submit(scoped_wallet, key="race-broadcast")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    signer.trade_sign(trade_id=trade.pk, attempt=1)
+    rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
+    raced = []
+
+    def confirm_in_between(point: str) -> None:  # the other worker, exactly at the boundary
+        if point == "broadcast.after_send" and not raced:
+            raced.append(point)
+            rmtm.trade_confirm(trade_id=trade.pk)
+
+    monkeypatch.setattr(rmtm, "crash_point", confirm_in_between)
+    rmtm.trade_broadcast(trade_id=trade.pk)
+    assert raced
+    assert _statuses(trade, kind="approve") == {"mined"}
+    _mine(deployed_devchain, 3)
+    rmtm.trade_confirm(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "SETTLED", trade.reason
+    assert _statuses(trade) == {"mined"}
+
+
+def test_a_replacement_frozen_after_its_original_was_mined_is_retired(
+    scoped_wallet, deployed_devchain, settings
+):
+    """Two confirms race: one decides the transactions are stuck while the other records them mined.
+    The late replacement is signed, its send finds the nonce used, and it must end REPLACED."""
+    settings.REPLACE_AFTER_BLOCKS = 0
+    trade = _run_to_confirming(_submit(scoped_wallet, key="race-replace"))
+    stuck = list(trade.transactions.filter(attempt=1))
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    rmtm.trade_confirm(trade_id=trade.pk)  # records both receipts; one block deep, not final
+    assert _statuses(trade, attempt=1) == {"mined"}
+    rmtm._replace_stuck(Trade.objects.get(pk=trade.pk), stuck, w3.eth.block_number)  # the slower confirm
+    assert trade.transactions.filter(attempt=2).count() == 2
+    _sign_and_send(trade, 2)
+    _mine(deployed_devchain, 3)
+    rmtm.trade_confirm(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "SETTLED", trade.reason
+    assert _statuses(trade, attempt=1) == {"mined"}
+    assert _statuses(trade, attempt=2) == {"replaced"}
+    assert trade.events.filter(kind="mined").count() == 2  # one per transaction, not per pass
