@@ -209,27 +209,6 @@ def test_a_replacement_with_bumped_fees_is_signed_and_recorded_as_replacing(wall
     assert record.payload_hash != original.payload_hash
 
 
-def test_key_material_appears_nowhere(wallet, scope, caplog):
-    caplog.set_level(logging.DEBUG)
-    trade = signing_trade(wallet)
-    result = tasks.sign.run(trade.pk, 1)
-    assert result["signed"] is True
-    key_hex = _private_key_hex(wallet)
-    assert len(key_hex) == 64
-
-    dump = []
-    with connection.cursor() as cursor:
-        for table in connection.introspection.table_names():
-            cursor.execute(f'SELECT t::text FROM "{table}" t')  # noqa: S608 - names from introspection
-            dump.extend(row[0] for row in cursor.fetchall())
-    text = "\n".join(dump).lower()
-    assert wallet.address.lower()[2:] in text  # the dump is real and holds the wallet
-    for needle in (key_hex, key_hex.upper()):
-        assert needle.lower() not in text
-        assert needle not in caplog.text
-        assert needle not in json.dumps(result)
-
-
 def test_a_key_the_backend_cannot_find_refuses_the_request(wallet, scope, tmp_path):
     trade = signing_trade(wallet)
     for path in __import__("pathlib").Path(services.backend("keystore").directory).glob("*.json"):
@@ -239,3 +218,84 @@ def test_a_key_the_backend_cannot_find_refuses_the_request(wallet, scope, tmp_pa
     refusal = SigningRefusal.objects.get(trade=trade)
     assert refusal.code == "key_unavailable"
     assert wallet.key_id in refusal.detail
+
+
+def _key_for(address: str, text: str) -> str | None:
+    """Any 64-hex run in `text` that is the private key of `address` (None when there is none)."""
+    import re
+
+    from coincurve import PrivateKey
+
+    from apps.signing.backends.base import address_from_public_key
+
+    for candidate in set(re.findall(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])", text.lower())):
+        try:
+            public = PrivateKey(bytes.fromhex(candidate)).public_key.format(compressed=False)
+        except ValueError:
+            continue  # zero or above the curve order: not a key
+        if address_from_public_key(public).lower() == address.lower():
+            return candidate
+    return None
+
+
+def _database_text() -> str:
+    dump = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f'SELECT t::text FROM "{table}" t')  # noqa: S608 - names from introspection
+            dump.extend(row[0] for row in cursor.fetchall())
+    return "\n".join(dump)
+
+
+@pytest.fixture(
+    params=[pytest.param("pkcs11", marks=pytest.mark.hsm), "vault-fake", "vault-real", "keystore"]
+)
+def backend_wallet(request, deployed_devchain, keystore_settings, tmp_path, monkeypatch):
+    """A wallet whose key was created by each backend in turn, and a way to read the key back where
+    the backend allows it (None for the HSM: its key cannot leave the token)."""
+    from tests.signing.conftest import vault_environment
+
+    kind = request.param
+    with __import__("contextlib").ExitStack() as stack:
+        if kind == "pkcs11":
+            chosen = request.getfixturevalue("pkcs11_backend")
+        elif kind == "keystore":
+            chosen = services.backend("keystore")
+        else:
+            env = stack.enter_context(vault_environment(kind.removeprefix("vault-"), tmp_path))
+            chosen = env.backend()
+        patch = stack.enter_context(monkeypatch.context())  # undone before keystore_settings' teardown
+        patch.setattr(services, "backend", lambda _name: chosen)
+        wallet = wallet_create(owner=UserFactory(), label=kind, key_backend=kind.split("-")[0])
+        wallet = services.wallet_key_create(wallet_id=wallet.pk)
+
+        def key_hex() -> str | None:
+            if kind == "keystore":
+                return _private_key_hex(wallet)
+            if kind.startswith("vault"):
+                return env.secret(f"custos/keys/{wallet.key_id}")["private_key"]
+            return None
+
+        yield wallet, key_hex
+
+
+def test_after_signing_with_each_backend_no_key_is_in_the_database_logs_or_results(backend_wallet, caplog):
+    wallet, key_hex = backend_wallet
+    caplog.set_level(logging.DEBUG)
+    grant_scope(wallet)
+    trade = signing_trade(wallet)
+    result = tasks.sign.run(trade.pk, 1)
+    assert result["signed"] is True, result
+    database = _database_text()
+    for record in SigningRecord.objects.filter(trade=trade):  # signed by this backend's key
+        assert Account.recover_transaction(bytes(record.raw_signed)) == wallet.address
+    assert wallet.address.lower()[2:] in database.lower()  # the dump is real and holds the wallet
+    known = key_hex()
+    if known is not None:  # the backend lets the test read the key: look for it, both cases
+        assert _key_for(wallet.address, known) == known.lower()  # the scanner finds a real key
+        for needle in (known.lower(), known.upper()):
+            assert needle not in database
+            assert needle not in caplog.text
+            assert needle not in json.dumps(result)
+    for text in (database, caplog.text, json.dumps(result)):  # and no key of this wallet at all
+        assert _key_for(wallet.address, text) is None
