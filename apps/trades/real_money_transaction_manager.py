@@ -28,9 +28,9 @@ from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades import chainio
 from apps.trades.audit import audit_append
 from apps.trades.models import ChainTransaction, Trade, TradeState
-from apps.wallets.models import NonceCursor, Wallet
+from apps.wallets.models import Wallet
 from apps.wallets.scope import scope_check
-from apps.wallets.services import nonce_allocate
+from apps.wallets.services import nonce_allocate, nonce_release
 from project.db import serializable_attempts
 from project.faults import crash_point
 from project.queues import enqueue_on_commit
@@ -382,21 +382,16 @@ def _price_sanity(trade: Trade, scope, reserves: tuple[int, int]) -> str:
 
 
 def _release_unbroadcast_nonces(trade: Trade) -> None:
-    """Hand back the nonces of a trade that will never broadcast, when nothing above them is used;
-    otherwise they stay allocated and the next trade's validation re-fills them."""
+    """Hand back the nonces of a trade that will never broadcast: the cursor rewinds when they are
+    its top, otherwise the next allocation on the wallet takes them first, so no gap jams it."""
     txs = list(trade.transactions.filter(broadcast_at__isnull=True, replaces__isnull=True))
     if not txs:
         return
     if SigningRecord.objects.filter(chain_transaction__in=txs).exists():
         return  # signed: it may be broadcast by someone holding the bytes; never re-use
     nonces = sorted(int(tx.nonce) for tx in txs)
-    cursor = NonceCursor.objects.select_for_update().get(wallet=trade.wallet, chain=trade.chain)
-    if cursor.next_nonce == nonces[-1] + 1 and nonces == list(range(nonces[0], nonces[-1] + 1)):
-        cursor.next_nonce = nonces[0]
-        cursor.save(update_fields=["next_nonce", "updated_at"])
-        audit_append(trade=trade, kind="nonces_released", data={"nonces": nonces})
-    else:
-        audit_append(trade=trade, kind="nonce_gap", data={"nonces": nonces})
+    outcome = nonce_release(wallet=trade.wallet, chain=trade.chain, nonces=nonces)
+    audit_append(trade=trade, kind="nonces_released", data={"nonces": nonces, "how": outcome})
 
 
 # --- after signing -------------------------------------------------------------------------------

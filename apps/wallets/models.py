@@ -93,6 +93,12 @@ class NonceCursor(models.Model):
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="nonce_cursors")
     chain = models.ForeignKey("chain.Chain", on_delete=models.PROTECT)
     next_nonce = models.PositiveBigIntegerField(default=0)
+    released = ArrayField(
+        models.PositiveBigIntegerField(),
+        default=list,
+        blank=True,
+        help_text="nonces below next_nonce whose trade will never broadcast: handed out first",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -102,7 +102,30 @@ def nonce_allocate(
     if not connection.in_atomic_block:
         raise RuntimeError("nonce_allocate must run inside a SERIALIZABLE transaction")
     cursor, _ = NonceCursor.objects.select_for_update().get_or_create(wallet=wallet, chain=chain)
-    start = max(cursor.next_nonce, chain_pending or 0)
-    cursor.next_nonce = start + count
-    cursor.save(update_fields=["next_nonce", "updated_at"])
-    return list(range(start, start + count))
+    floor = chain_pending or 0
+    # Released nonces first (a trade that never broadcast left them below the cursor: a gap that
+    # would jam every later transaction); one the chain already counts was used elsewhere.
+    released = sorted(n for n in set(cursor.released) if n >= floor and n < cursor.next_nonce)
+    reused, cursor.released = released[:count], released[count:]
+    start = max(cursor.next_nonce, floor)
+    fresh = count - len(reused)
+    cursor.next_nonce = start + fresh
+    cursor.save(update_fields=["next_nonce", "released", "updated_at"])
+    return reused + list(range(start, start + fresh))
+
+
+def nonce_release(*, wallet: Wallet, chain: Chain, nonces: list[int]) -> str:
+    """Give back nonces that will never be broadcast (inside the caller's SERIALIZABLE transaction):
+    the cursor moves back when they are its top, otherwise they wait in `released` for the next
+    allocation. Returns "rewound" or "pooled"."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("nonce_release must run inside a SERIALIZABLE transaction")
+    cursor = NonceCursor.objects.select_for_update().get(wallet=wallet, chain=chain)
+    pool = sorted(set(cursor.released) | set(nonces))
+    outcome = "pooled"
+    while pool and pool[-1] == cursor.next_nonce - 1:  # the top of the cursor: simply rewind
+        cursor.next_nonce = pool.pop()
+        outcome = "rewound"
+    cursor.released = pool
+    cursor.save(update_fields=["next_nonce", "released", "updated_at"])
+    return outcome

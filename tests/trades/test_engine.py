@@ -426,3 +426,56 @@ def test_a_replacement_frozen_after_its_original_was_mined_is_retired(
     assert _statuses(trade, attempt=1) == {"mined"}
     assert _statuses(trade, attempt=2) == {"replaced"}
     assert trade.events.filter(kind="mined").count() == 2  # one per transaction, not per pass
+
+
+def test_nonces_of_a_refused_trade_below_others_are_reused_so_no_gap_jams_the_wallet(
+    scoped_wallet, deployed_devchain
+):
+    def to_signing(key: str) -> Trade:
+        trade = _submit(scoped_wallet, key=key, amount_in=10 * 10**6)
+        rmtm.trade_simulate(trade_id=trade.pk)
+        rmtm.trade_validate(trade_id=trade.pk)
+        trade.refresh_from_db()
+        assert trade.state == "SIGNING", trade.reason
+        return trade
+
+    def nonces(trade: Trade) -> list[int]:
+        return sorted(int(n) for n in trade.transactions.values_list("nonce", flat=True))
+
+    refused, above = to_signing("gap-refused"), to_signing("gap-above")
+    assert (nonces(refused), nonces(above)) == ([0, 1], [2, 3])
+    refused.transactions.filter(kind="swap").update(data="0xdeadbeef")  # tampered: the signer refuses
+    assert not signer.trade_sign(trade_id=refused.pk, attempt=1).signed
+    rmtm.trade_after_signing(trade_id=refused.pk, attempt=1)
+    assert Trade.objects.get(pk=refused.pk).state == "REJECTED"
+    cursor = NonceCursor.objects.get(wallet=scoped_wallet)
+    assert (cursor.next_nonce, cursor.released) == (4, [0, 1])  # not the top: pooled, not rewound
+
+    assert signer.trade_sign(trade_id=above.pk, attempt=1).signed
+    rmtm.trade_after_signing(trade_id=above.pk, attempt=1)
+    with pytest.raises(rmtm.chainio.NonceNotYetValid):  # nonces 0 and 1 never come: jammed
+        rmtm.trade_broadcast(trade_id=above.pk)
+
+    filler = _run_to_confirming(to_signing("gap-filler"))
+    assert nonces(filler) == [0, 1]
+    assert NonceCursor.objects.get(wallet=scoped_wallet).released == []
+    rmtm.trade_broadcast(trade_id=above.pk)
+    _mine(deployed_devchain, 3)
+    for trade in (filler, above):
+        rmtm.trade_confirm(trade_id=trade.pk)
+        assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    assert w3.eth.get_transaction_count(scoped_wallet.address) == 4
+    assert refused.events.filter(kind="nonces_released", data__how="pooled").exists()
+
+
+def test_nonces_released_at_the_top_rewind_the_cursor(scoped_wallet):
+    trade = _submit(scoped_wallet, key="top")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    trade.transactions.filter(kind="swap").update(data="0xdeadbeef")
+    signer.trade_sign(trade_id=trade.pk, attempt=1)
+    rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
+    cursor = NonceCursor.objects.get(wallet=scoped_wallet)
+    assert (cursor.next_nonce, cursor.released) == (0, [])
+    assert trade.events.filter(kind="nonces_released", data__how="rewound").exists()
