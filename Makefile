@@ -42,6 +42,7 @@ lint: bootstrap
 	@$(VENV)/bin/ruff check .
 
 test: bootstrap services
+	@$(PY) scripts/services.py browser
 	@echo "[test] ruff check"
 	@$(VENV)/bin/ruff check .
 	@echo "[test] pytest"

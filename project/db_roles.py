@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 from django.apps import apps
 from django.db import connection
 
+# What the RPC pool writes about an endpoint (apps/chain/pool.py), from any process that reads a chain.
+ENDPOINT_HEALTH_COLUMNS = (
+    "health",
+    "health_until",
+    "consecutive_failures",
+    "latency_ewma_ms",
+    "last_error",
+    "last_head",
+    "last_checked_at",
+)
+
 # Django's own bookkeeping tables every process may read.
 DJANGO_READ = {"contenttypes", "auth", "sessions", "admin", "django_celery_beat"}
 
@@ -41,6 +52,8 @@ POLICIES: dict[str, RolePolicy] = {
                 "chain",
                 "trades.trade",
                 "trades.tradeevent",
+                # ML advisory (issue 8): the owner turns a scope's advisory gate on and off.
+                "ml.advicegate",
             }
         ),
     ),
@@ -55,15 +68,18 @@ POLICIES: dict[str, RolePolicy] = {
         insert=frozenset({"signing.signingrecord", "signing.signingrefusal", "wallets.spendledgerentry"}),
         update_columns={"wallets.wallet": ("key_id", "address", "status")},
     ),
-    # market: reads chains and tokens, writes prices; never trades.
+    # market: reads chains, tokens and which scopes are active (to refresh only their assets), writes
+    # prices; never trades. On-chain prices go through the RPC pool, which records endpoint health.
     "custos_market": RolePolicy(
-        read=frozenset({"market", "chain"} | DJANGO_READ),
+        read=frozenset({"market", "chain", "wallets.permissionscope"} | DJANGO_READ),
         write=frozenset({"market"}),
+        update_columns={"chain.rpcendpoint": ENDPOINT_HEALTH_COLUMNS},
     ),
-    # ml: reads market data, writes advice.
+    # ml: reads market data, writes model versions and advice (issue 8). Not the advisory gates: a
+    # gate is the owner's setting on a scope, written from the web (custos_api).
     "custos_ml": RolePolicy(
         read=frozenset({"market", "chain", "ml"} | DJANGO_READ),
-        write=frozenset({"ml"}),
+        write=frozenset({"ml.modelversion", "ml.advice"}),
     ),
 }
 

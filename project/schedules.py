@@ -29,4 +29,24 @@ def schedule_specs() -> list[ScheduleSpec]:
             every_seconds=settings.TRADE_TICK_SECONDS,
             description="Receipts and settlement of CONFIRMING trades; re-enqueue stalled steps.",
         ),
+        ScheduleSpec(
+            name="watcher: headers and reorgs",
+            task="watcher.tick_all",
+            every_seconds=settings.WATCHER_TICK_SECONDS,
+            description="Per chain at its block time: new headers, reorg detection, receipt re-checks.",
+        ),
+        # --- market data (issue 7)
+        ScheduleSpec(
+            name="market: refresh prices",
+            task="market.refresh",
+            every_seconds=settings.MARKET_REFRESH_TICK_SECONDS,
+            description="Prices of tokens in active scopes from each due source (rate limited), candles.",
+        ),
+        # --- ML advisory (issue 8)
+        ScheduleSpec(
+            name="ml: refresh advice",
+            task="ml.advise_all",
+            every_seconds=settings.ML_ADVISE_INTERVAL_SECONDS,
+            description="Advice (or an abstention) from every active model for every recently priced pair.",
+        ),
     ]

@@ -1,4 +1,5 @@
-"""URL map: the admin console, the versioned API and its OpenAPI schema."""
+"""URL map: the admin console, the versioned API and its OpenAPI schema. Under /api/ even Django's
+own 404 and 500 answer in the API's one error shape."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -10,3 +11,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="schema-ui"),
 ]
+
+handler400 = "apps.gateway.errors.bad_request"
+handler404 = "apps.gateway.errors.not_found"
+handler500 = "apps.gateway.errors.server_error"

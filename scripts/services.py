@@ -371,6 +371,16 @@ def keystore_up() -> None:
     keystore.mkdir(mode=0o700, exist_ok=True)
 
 
+# --- headless browser for the admin console test (issue 6) --------------------------------------
+
+
+def browser_up() -> None:
+    """Debian's chromium and its chromedriver, for tests/admin/test_browser.py (`make test`)."""
+    ensure_package(shutil.which("chromium") is not None, "chromium")
+    ensure_package(shutil.which("chromedriver") is not None, "chromium-driver")
+    say("chromium and chromedriver ready")
+
+
 def main() -> None:
     action = sys.argv[1] if len(sys.argv) > 1 else "up"
     if action == "up":
@@ -389,8 +399,10 @@ def main() -> None:
             if ENV_FILE.exists():
                 env_file_set(name, None)
         say("services down")
+    elif action == "browser":
+        browser_up()
     else:
-        fail(f"unknown action {action!r}: use up or down")
+        fail(f"unknown action {action!r}: use up, down or browser")
 
 
 if __name__ == "__main__":

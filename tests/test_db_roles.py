@@ -99,3 +99,53 @@ def test_engine_cannot_write_scopes_or_signing_records(as_role, rows):
     _denied(engine, "UPDATE wallets_permissionscope SET max_amount_in = 10")
     _denied(engine, "DELETE FROM signing_signingrecord")
     _denied(engine, "UPDATE wallets_wallet SET address = NULL")
+
+
+# --- ML advisory (issue 8) ----------------------------------------------------------------------
+def test_ml_writes_model_versions_and_advice_but_not_advisory_gates(as_role, rows):
+    ml = as_role("custos_ml")
+    version_id = ml.execute(
+        "INSERT INTO ml_modelversion (name, architecture, horizon_bars, bar_seconds, features, feature_spec,"
+        " feature_stats, hidden_units, trained_on, train_start, train_end, samples, metrics, seed, device,"
+        " weights_file, weights_sha256, active, created_at) VALUES ('m', 'mlp', 1, 3600, '[]', '{}', '{}', 8,"
+        " '[]', now(), now(), '{}', '{}', 1, 'cpu', 'm.pt', repeat('0', 64), false, now()) RETURNING id"
+    ).fetchone()[0]
+    assert ml.execute("UPDATE ml_modelversion SET active = true WHERE id = %s", [version_id]).rowcount == 1
+    ml.execute("DELETE FROM ml_advice")
+    # A scope's advisory gate is the owner's setting: the ml process can neither change nor add one.
+    _denied(ml, "UPDATE ml_advicegate SET enabled = false")
+    _denied(ml, "DELETE FROM ml_advicegate")
+    _denied(ml, "UPDATE wallets_permissionscope SET max_amount_in = 10")
+    _denied(ml, "DELETE FROM trades_trade")
+
+
+def test_web_and_engine_read_advice_and_only_the_web_sets_advisory_gates(as_role, rows):
+    api, engine = as_role("custos_api"), as_role("custos_engine")
+    for conn in (api, engine):
+        conn.execute("SELECT count(*) FROM ml_advice").fetchone()
+        conn.execute("SELECT count(*) FROM ml_advicegate").fetchone()
+        conn.execute("SELECT count(*) FROM ml_modelversion").fetchone()
+        _denied(conn, "DELETE FROM ml_advice")
+        _denied(conn, "UPDATE ml_modelversion SET active = false")
+    api.execute("UPDATE ml_advicegate SET enabled = false")
+    _denied(engine, "UPDATE ml_advicegate SET enabled = false")
+    _denied(as_role("custos_signer"), "SELECT count(*) FROM ml_advice")
+
+
+# --- market data (issue 7) ----------------------------------------------------------------------
+def test_market_reads_active_scopes_records_endpoint_health_and_writes_nothing_else(as_role, rows):
+    from apps.chain.models import RpcEndpoint
+
+    endpoint = RpcEndpoint.objects.create(chain=rows["chain"], name="dev", url="http://127.0.0.1:1")
+    market = as_role("custos_market")
+    market.execute("SELECT count(*) FROM wallets_permissionscope WHERE active").fetchone()
+    updated = market.execute(
+        "UPDATE chain_rpcendpoint SET health = 'unreachable', consecutive_failures = 1 WHERE id = %s",
+        [endpoint.pk],
+    ).rowcount
+    assert updated == 1
+    _denied(market, "UPDATE chain_rpcendpoint SET url = 'http://evil' WHERE id = %s", [endpoint.pk])
+    _denied(market, "UPDATE wallets_permissionscope SET max_amount_in = 10")
+    _denied(market, "SELECT count(*) FROM wallets_wallet")
+    _denied(market, "SELECT count(*) FROM signing_signingrecord")
+    _denied(market, "DELETE FROM trades_trade")

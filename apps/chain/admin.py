@@ -2,16 +2,35 @@ from django.contrib import admin
 
 from apps.chain.models import Chain, Dex, Pair, RpcEndpoint, Token
 
+HEALTH_FIELDS = (
+    "health",
+    "health_until",
+    "consecutive_failures",
+    "latency_ewma_ms",
+    "last_checked_at",
+    "last_head",
+    "last_latency_ms",
+    "last_error",
+)
+
 
 class RpcEndpointInline(admin.TabularInline):
     model = RpcEndpoint
     extra = 0
-    readonly_fields = ("last_checked_at", "last_head", "last_latency_ms", "last_error")
+    readonly_fields = HEALTH_FIELDS
 
 
 @admin.register(Chain)
 class ChainAdmin(admin.ModelAdmin):
-    list_display = ("chain_id", "name", "confirmations_required", "block_time_ms", "is_dev")
+    list_display = (
+        "chain_id",
+        "name",
+        "confirmations_required",
+        "settlement_quorum",
+        "block_time_ms",
+        "broadcast_to_public",
+        "is_dev",
+    )
     inlines = [RpcEndpointInline]
 
 
@@ -22,13 +41,16 @@ class RpcEndpointAdmin(admin.ModelAdmin):
         "chain",
         "kind",
         "priority",
+        "weight",
         "active",
+        "health",
+        "latency_ewma_ms",
         "last_head",
-        "last_latency_ms",
+        "health_until",
         "last_error",
     )
-    list_filter = ("chain", "kind", "active")
-    readonly_fields = ("last_checked_at", "last_head", "last_latency_ms", "last_error")
+    list_filter = ("chain", "kind", "active", "health")
+    readonly_fields = HEALTH_FIELDS
 
 
 @admin.register(Token)

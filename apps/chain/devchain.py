@@ -228,7 +228,9 @@ def deploy_devchain(*, url: str, log=logger.info) -> DeployReport:
         },
     )
     RpcEndpoint.objects.get_or_create(
-        chain=chain, url=url, defaults={"name": "hardhat-local", "kind": RpcEndpoint.Kind.PRIVATE}
+        chain=chain,
+        url=url,
+        defaults={"name": "hardhat-local", "kind": RpcEndpoint.Kind.PRIVATE, "rate_limit_per_second": 0},
     )
     if recorded_deployment_is_live(w3, chain_id):
         log(f"dev chain {chain_id}: contracts already deployed, nothing to do")

@@ -12,6 +12,9 @@ class Chain(models.Model):
     is_dev = models.BooleanField(default=False)
     # Public endpoints leak a pending transaction to the mempool; only send there when allowed.
     broadcast_to_public = models.BooleanField(default=False)
+    # Quorum for the settlement gate: this many endpoints must report the same inclusion block hash
+    # (capped at the number of active endpoints, so a one-endpoint dev chain still settles).
+    settlement_quorum = models.PositiveSmallIntegerField(default=2)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -26,19 +29,31 @@ class RpcEndpoint(models.Model):
         PRIVATE = "private"
         PUBLIC = "public"
 
+    class Health(models.TextChoices):
+        ALIVE = "alive"
+        LAGGING = "lagging"
+        RATE_LIMITED = "rate_limited"
+        UNREACHABLE = "unreachable"
+        WRONG_CHAIN = "wrong_chain"
+
     chain = models.ForeignKey(Chain, on_delete=models.CASCADE, related_name="rpc_endpoints")
     name = models.CharField(max_length=64)
     url = models.URLField(max_length=500)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PRIVATE)
     priority = models.PositiveSmallIntegerField(default=100, help_text="lower is tried first")
     weight = models.PositiveSmallIntegerField(default=1)
-    rate_limit_per_second = models.PositiveIntegerField(default=25)
+    rate_limit_per_second = models.PositiveIntegerField(default=25, help_text="0: no limit (a local node)")
     active = models.BooleanField(default=True)
     # Last probe (chain.probe_endpoints): what the endpoint said and how fast.
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_head = models.PositiveBigIntegerField(null=True, blank=True)
     last_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True, default="")
+    # Health as the RPC pool last saw it (apps/chain/pool.py writes it on every change).
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.ALIVE)
+    health_until = models.DateTimeField(null=True, blank=True, help_text="not retried before this")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    latency_ewma_ms = models.PositiveIntegerField(null=True, blank=True, help_text="moving average")
 
     class Meta:
         ordering = ["chain_id", "priority", "id"]

@@ -1,17 +1,14 @@
 """Chain tasks (watcher queue: they hold RPC URLs, never keys)."""
 
-from django.conf import settings
-
-from apps.chain.models import RpcEndpoint
-from apps.chain.services import endpoint_probe
+from apps.chain.models import Chain, RpcEndpoint
+from apps.chain.pool import pool_for
 from project.queues import Queue, custos_task
 
 
 @custos_task(name="chain.probe_endpoints", queue=Queue.WATCHER)
 def probe_endpoints(self) -> int:
-    """Probe every active endpoint; returns how many answered correctly."""
-    healthy = 0
-    for endpoint in RpcEndpoint.objects.filter(active=True).select_related("chain"):
-        probed = endpoint_probe(endpoint=endpoint, timeout=settings.HEALTH_RPC_TIMEOUT_SECONDS)
-        healthy += not probed.last_error
-    return healthy
+    """Probe every active endpoint through its chain's pool (chain id, head, lag, latency) and record
+    its health; returns how many are alive."""
+    for chain in Chain.objects.all():
+        pool_for(chain).probe()
+    return RpcEndpoint.objects.filter(active=True, health=RpcEndpoint.Health.ALIVE).count()

@@ -17,7 +17,9 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from apps.chain import devchain
-from apps.chain.models import Chain, RpcEndpoint
+from apps.chain.models import Chain
+from apps.chain.pool import NoEndpointAvailable, pool_for
+from apps.chain.provider import PoolProvider
 
 ERC20_ABI = [
     {
@@ -55,10 +57,11 @@ class SimulationReverted(Exception):
 
 
 def endpoint_for(chain: Chain) -> str:
-    endpoint = RpcEndpoint.objects.filter(chain=chain, active=True).order_by("priority", "id").first()
-    if endpoint is None:
-        raise ChainUnavailable(f"chain {chain.chain_id} has no active RPC endpoint")
-    return endpoint.url
+    """The pool's best endpoint now: for reads that must all come from one node (a pinned simulation)."""
+    try:
+        return pool_for(chain).best_url()
+    except NoEndpointAvailable as exc:
+        raise ChainUnavailable(str(exc)) from exc
 
 
 @cache
@@ -68,7 +71,32 @@ def _web3(url: str) -> Web3:
 
 
 def web3_for(chain: Chain) -> Web3:
-    return _web3(endpoint_for(chain))
+    """A Web3 whose every request goes through the chain's RPC pool (rotation and failover)."""
+    pool = pool_for(chain)
+    w3 = _pool_web3.get(chain.chain_id)
+    if w3 is None or w3.provider.pool is not pool:
+        w3 = _pool_web3[chain.chain_id] = Web3(PoolProvider(pool))
+    return w3
+
+
+_pool_web3: dict[int, Web3] = {}
+
+
+def send_raw(chain: Chain, raw: bytes) -> str:
+    """Broadcast the same signed bytes to every endpoint allowed to take them."""
+    return pool_for(chain).send_raw_transaction(raw)
+
+
+def quorum_block_hash(chain: Chain, number: int) -> str | None:
+    """The settlement gate's read: the block hash at `number` if a quorum of endpoints agree."""
+    return pool_for(chain).quorum_block_hash(number)
+
+
+def pending_nonce(chain: Chain, owner: str) -> int:
+    try:
+        return pool_for(chain).pending_nonce(owner)
+    except NoEndpointAvailable as exc:
+        raise ChainUnavailable(str(exc)) from exc
 
 
 def router_contract(w3: Web3, router: str):
@@ -245,7 +273,8 @@ def wallet_state(*, chain: Chain, token: str, owner: str) -> WalletState:
         return WalletState(
             token_balance=erc20(w3, token).functions.balanceOf(owner).call(),
             eth_balance=w3.eth.get_balance(owner),
-            pending_nonce=w3.eth.get_transaction_count(owner, "pending"),
+            # The highest any endpoint reports: a lagging one cannot hand out a used nonce.
+            pending_nonce=pending_nonce(chain, owner),
             base_fee=base,
             priority_fee=priority,
         )

@@ -14,7 +14,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -24,6 +24,7 @@ from django.utils import timezone
 from apps.chain.calldata import APPROVE, SWAP_EXACT_TOKENS_FOR_TOKENS, encode_call
 from apps.chain.models import Dex
 from apps.chain.txcodec import payload_hash
+from apps.market.reference import reference_check
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades import chainio
 from apps.trades.audit import audit_append
@@ -365,20 +366,20 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
 
 
 def _price_sanity(trade: Trade, scope, reserves: tuple[int, int]) -> str:
-    """The quote against an independent reference: the pool's own reserves at the quote block (read
-    by the simulation, so no chain call happens inside the transaction)."""
-    r_in, r_out = reserves
-    if r_in == 0 or r_out == 0:
-        return "no_reference_price: the pool is empty"
-    mid = Decimal(int(trade.amount_in)) * Decimal(r_out) / Decimal(r_in)
-    quoted = Decimal(int(trade.quoted_amount_out))
-    deviation_bps = ((mid - quoted) / mid * 10_000).to_integral_value(rounding=ROUND_FLOOR)
-    if deviation_bps > scope.max_slippage_bps:
-        return (
-            f"price_deviation: quote {quoted} vs reference {mid:.0f} is {deviation_bps} bps off, "
-            f"over the scope's {scope.max_slippage_bps} bps"
-        )
-    return ""
+    """The quote against the reference price (apps.market.reference: the median of fresh independent
+    market sources, read from the database, so no network call happens inside the transaction). The
+    pool's own reserves at the quote block serve only when the scope allows on-chain-only pricing."""
+    check = reference_check(
+        chain=trade.chain,
+        token_in=trade.path[0],
+        token_out=trade.path[-1],
+        amount_in=int(trade.amount_in),
+        quoted_out=int(trade.quoted_amount_out),
+        tolerance_bps=scope.max_slippage_bps,
+        allow_onchain_only=scope.allow_onchain_only_pricing,
+        pool_reserves=reserves,
+    )
+    return "" if check.ok else check.reason
 
 
 def _release_unbroadcast_nonces(trade: Trade) -> None:
@@ -486,7 +487,8 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
     head = w3.eth.block_number
     for tx in txs:
         try:
-            w3.eth.send_raw_transaction(bytes(tx.raw_signed))
+            # To every usable private endpoint (public ones only where the chain allows it).
+            chainio.send_raw(trade.chain, bytes(tx.raw_signed))
         except Exception as exc:  # noqa: BLE001 - classified below
             message = str(exc).lower()
             if any(m in message for m in ALREADY_KNOWN):
@@ -587,6 +589,7 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
     final = bool(by_sequence)
     cancelled = False
     stuck: list[ChainTransaction] = []
+    observed: dict[int, str] = {}  # transaction id -> the inclusion block hash the gate checked
     for _sequence, candidates in sorted(by_sequence.items()):
         mined = _first_mined(w3, candidates)
         if mined is None:
@@ -607,9 +610,12 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
             )
             return _end(trade_id, "fail", reason, expect={S.CONFIRMING})
         cancelled = cancelled or tx.kind == ChainTransaction.Kind.CANCEL
+        observed[tx.pk] = block_hash
         depth = head - receipt["blockNumber"] + 1
-        canonical = "0x" + bytes(w3.eth.get_block(receipt["blockNumber"])["hash"]).hex()
-        if depth < trade.chain.confirmations_required or canonical != block_hash:
+        if depth < trade.chain.confirmations_required:
+            final = False
+        elif chainio.quorum_block_hash(trade.chain, receipt["blockNumber"]) != block_hash:
+            # The settlement gate: k endpoints must agree the inclusion block is this one.
             final = False
     if stuck and not final:
         _replace_stuck(trade, stuck, head)
@@ -619,6 +625,13 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
                 trade = _load(trade_id)
                 if trade is None or trade.state != S.CONFIRMING:
                     return trade
+                recorded = dict(
+                    ChainTransaction.objects.filter(pk__in=list(observed)).values_list(
+                        "pk", "receipt_block_hash"
+                    )
+                )
+                if recorded != observed:
+                    return trade  # the watcher cleared a receipt meanwhile (a reorg): look again
                 if cancelled:
                     reason = "deadline passed while unmined: cancelled by a zero-value self-transfer"
                     _transition(
@@ -749,6 +762,66 @@ def _fee_caps(trade: Trade) -> tuple[int | None, int | None]:
     return max(int(s.max_fee_per_gas) for s in scopes), max(int(s.max_priority_fee_per_gas) for s in scopes)
 
 
+# --- chain truth: the watcher's verdicts --------------------------------------------------------
+
+
+def trade_receipts_orphaned(*, trade_id: int, orphaned: dict[int, str], reorg: dict) -> Trade | None:
+    """A reorg took the block of some of a CONFIRMING trade's receipts (`orphaned`: transaction id →
+    the orphaned block hash): clear those receipts, CONFIRMING → CONFIRMING, and broadcast the same
+    raw bytes again (harmless if the transaction was re-included: 'already known' / nonce used)."""
+    for attempt in serializable_attempts(label="receipts_orphaned"):
+        with attempt:
+            trade = _load(trade_id)
+            if trade is None or trade.state != S.CONFIRMING:
+                return trade
+            cleared = []
+            for tx in ChainTransaction.objects.filter(trade=trade, pk__in=list(orphaned)).order_by("pk"):
+                if not tx.receipt_block_hash or tx.receipt_block_hash != orphaned[tx.pk]:
+                    continue  # no receipt, or already re-recorded on the new chain
+                cleared.append(
+                    {"tx": tx.tx_hash, "block": tx.receipt_block_number, "hash": tx.receipt_block_hash}
+                )
+                ChainTransaction.objects.filter(pk=tx.pk).update(
+                    receipt_block_number=None,
+                    receipt_block_hash="",
+                    status=ChainTransaction.Status.BROADCAST,
+                )
+            if not cleared:
+                return trade
+            _transition(
+                trade,
+                "reconfirm",
+                data={"reorg": reorg, "orphaned_receipts": cleared},
+                next_task=(TASK_BROADCAST, trade.pk),
+            )
+    logger.warning("receipt orphaned by a reorg", extra={"trade": trade_id, "reorg": reorg})
+    return trade
+
+
+def trade_finality_violate(*, trade_id: int, orphaned: dict[int, str], reorg: dict) -> Trade | None:
+    """A SETTLED trade's inclusion block left the canonical chain: SETTLED → FINALITY_VIOLATED, an
+    alarm for the owner (logged at critical, in the audit trail the API reports)."""
+    for attempt in serializable_attempts(label="finality_violated"):
+        with attempt:
+            trade = _load(trade_id)
+            if trade is None or trade.state != S.SETTLED:
+                return trade
+            txs = ChainTransaction.objects.filter(trade=trade, pk__in=list(orphaned))
+            blocks = [
+                {"tx": tx.tx_hash, "block": tx.receipt_block_number, "hash": tx.receipt_block_hash}
+                for tx in txs
+            ]
+            reason = f"finality violated: settled inclusion block(s) left the canonical chain ({reorg})"
+            _transition(
+                trade,
+                "violate_finality",
+                data={"reorg": reorg, "orphaned_receipts": blocks},
+                fields={"reason": reason[:4000]},
+            )
+    logger.critical("FINALITY VIOLATED: a settled trade's block left the chain", extra={"trade": trade_id})
+    return trade
+
+
 # --- owner cancel --------------------------------------------------------------------------------
 
 
@@ -819,4 +892,6 @@ __all__ = [
     "trade_cancel",
     "recover_stalled_trades",
     "confirm_all",
+    "trade_receipts_orphaned",
+    "trade_finality_violate",
 ]

@@ -1,9 +1,13 @@
-"""Wallets and scopes in the admin: key references are read-only and key material has no field at all."""
+"""Wallets and scopes in the admin: key references are read-only and key material has no field at all.
+New wallets and scopes go through the services (the signer makes the key; a grant freezes the
+router); a scope is never edited, only revoked, after a confirmation."""
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 
+from apps.gateway.admin_confirm import confirmation_page, confirmed
 from apps.wallets.models import NonceCursor, PermissionScope, Wallet
-from apps.wallets.services import scope_revoke
+from apps.wallets.services import ScopeError, scope_grant, scope_revoke, wallet_create
 
 
 class ScopeInline(admin.TabularInline):
@@ -32,12 +36,23 @@ class ScopeInline(admin.TabularInline):
 class WalletAdmin(admin.ModelAdmin):
     list_display = ("label", "owner", "address", "key_backend", "status", "active")
     list_filter = ("key_backend", "status", "active")
-    readonly_fields = ("address", "key_backend", "key_id", "status", "created_at")
+    readonly_fields = ("owner", "address", "key_backend", "key_id", "status", "created_at")
     inlines = [ScopeInline]
 
     def get_readonly_fields(self, request, obj=None):
         # A new wallet's backend is chosen once; the key itself is created by the signer.
         return ("address", "key_id", "status", "created_at") if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)  # label and active only
+            return
+        wallet = wallet_create(owner=obj.owner, label=obj.label, key_backend=obj.key_backend)
+        obj.pk = wallet.pk
+        messages.info(request, "the signer is creating the key; the wallet is provisioning until then")
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # trades and signing records keep pointing at it: deactivate instead
 
 
 @admin.register(PermissionScope)
@@ -53,17 +68,88 @@ class PermissionScopeAdmin(admin.ModelAdmin):
         "valid_until",
     )
     list_filter = ("active", "chain")
-    readonly_fields = ("router", "revoked_at", "created_at")
+    readonly_fields = ("chain", "router", "active", "revoked_at", "created_at")
     actions = ["revoke"]
+    GRANT_FIELDS = (
+        "wallet",
+        "dex",
+        "token_in",
+        "token_out",
+        "allow_reverse",
+        "allow_onchain_only_pricing",
+        "allowed_selectors",
+        "max_amount_in",
+        "max_notional_usd",
+        "daily_volume_usd",
+        "max_slippage_bps",
+        "max_fee_per_gas",
+        "max_priority_fee_per_gas",
+        "valid_from",
+        "valid_until",
+    )
+
+    def get_fields(self, request, obj=None):
+        return self.GRANT_FIELDS if obj is None else (*self.GRANT_FIELDS, *self.readonly_fields)
+
+    def get_readonly_fields(self, request, obj=None):
+        # A granted scope is immutable: widen or narrow it by revoking and granting anew.
+        return () if obj is None else (*self.GRANT_FIELDS, *self.readonly_fields)
 
     def has_delete_permission(self, request, obj=None):
         return False  # revoke instead: the ledger keeps pointing at the scope
 
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None:
+            form.clean = _grant_clean(form.clean)
+        return form
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        obj.pk = form.granted.pk
+        messages.success(request, f"granted scope {obj.pk}")
+
+    def save_related(self, request, form, formsets, change):
+        if change:
+            super().save_related(request, form, formsets, change)
+
     @admin.action(description="Revoke the selected scopes (effective immediately)")
     def revoke(self, request, queryset):
+        if not confirmed(request):
+            return confirmation_page(
+                self,
+                request,
+                queryset,
+                action="revoke",
+                question="Revoke these scopes? Nothing more is signed under them, from this moment on.",
+                verb="revoke them",
+            )
         for scope in queryset:
             scope_revoke(scope=scope)
         messages.success(request, f"revoked {queryset.count()} scope(s)")
+        return None
+
+
+def _grant_clean(original_clean):
+    """Grant through the service while the form is validated, so its refusal shows on the field."""
+
+    def clean(form):
+        data = original_clean(form)
+        if form.errors:
+            return data
+        fields = {name: data.get(name) for name in PermissionScopeAdmin.GRANT_FIELDS if name != "wallet"}
+        fields["allowed_selectors"] = fields["allowed_selectors"] or None
+        fields["max_amount_in"] = int(fields["max_amount_in"])
+        fields["max_fee_per_gas"] = int(fields["max_fee_per_gas"])
+        fields["max_priority_fee_per_gas"] = int(fields["max_priority_fee_per_gas"])
+        try:
+            form.granted = scope_grant(wallet=data["wallet"], **fields)
+        except ScopeError as exc:
+            raise ValidationError({exc.field: str(exc).split(": ", 1)[-1]}) from exc
+        return data
+
+    return clean
 
 
 @admin.register(NonceCursor)

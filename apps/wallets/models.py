@@ -63,6 +63,11 @@ class PermissionScope(models.Model):
         max_digits=20, decimal_places=2, null=True, blank=True, help_text="rolling 24 hours"
     )
     max_slippage_bps = models.PositiveIntegerField(default=100)
+    # Without a fresh independent market price (apps.market.reference), validation rejects the trade
+    # unless the owner explicitly accepts the pool's own on-chain price as the only reference.
+    allow_onchain_only_pricing = models.BooleanField(
+        default=False, help_text="accept the pool's on-chain price when no independent price is fresh"
+    )
     max_fee_per_gas = models.DecimalField(**UINT, help_text="wei")
     max_priority_fee_per_gas = models.DecimalField(**UINT, help_text="wei")
     valid_from = models.DateTimeField()

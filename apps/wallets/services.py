@@ -50,6 +50,7 @@ def scope_grant(
     allowed_selectors: list[str] | None = None,
     max_notional_usd: Decimal | None = None,
     daily_volume_usd: Decimal | None = None,
+    allow_onchain_only_pricing: bool = False,
 ) -> PermissionScope:
     chain: Chain = dex.chain
     if token_in.chain_id != chain.pk or token_out.chain_id != chain.pk:
@@ -83,6 +84,7 @@ def scope_grant(
         max_priority_fee_per_gas=max_priority_fee_per_gas,
         valid_from=valid_from,
         valid_until=valid_until,
+        allow_onchain_only_pricing=allow_onchain_only_pricing,
     )
 
 

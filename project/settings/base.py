@@ -248,3 +248,134 @@ LOGGING = {
     # One line per HTTP request would drown the log (every RPC call is one).
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
+
+# --- chain truth (issue 5) ------------------------------------------------------------------
+# An endpoint whose head is more than this many blocks behind the best one is "lagging".
+RPC_LAG_BLOCKS = env.int("RPC_LAG_BLOCKS", default=3)
+# Unreachable endpoints are retried after base * 2**(failures-1) seconds, capped.
+RPC_BACKOFF_BASE_SECONDS = env.float("RPC_BACKOFF_BASE_SECONDS", default=1.0)
+RPC_BACKOFF_MAX_SECONDS = env.float("RPC_BACKOFF_MAX_SECONDS", default=60.0)
+# How long a rate-limited endpoint rests when its 429 carries no Retry-After.
+RPC_RATE_LIMIT_DEFAULT_SECONDS = env.float("RPC_RATE_LIMIT_DEFAULT_SECONDS", default=10.0)
+# JSON-RPC requests per HTTP batch (public endpoints often cap batches at 100).
+RPC_BATCH_SIZE = env.int("RPC_BATCH_SIZE", default=100)
+# How often beat asks the watcher to look at each chain (each chain is then ticked at its block time).
+WATCHER_TICK_SECONDS = env.int("WATCHER_TICK_SECONDS", default=1)
+# Stored hashes re-verified every tick below the tip (1-5 is plenty: any reorg changes the tip).
+WATCHER_RECHECK_DEPTH = env.int("WATCHER_RECHECK_DEPTH", default=5)
+# Deepest reorg the watcher walks back; anything deeper raises a finality alarm.
+WATCHER_MAX_REORG_DEPTH = env.int("WATCHER_MAX_REORG_DEPTH", default=64)
+# Canonical headers kept per chain (older ones are pruned).
+WATCHER_WINDOW_BLOCKS = env.int("WATCHER_WINDOW_BLOCKS", default=256)
+# The single-run lock of a chain's tick expires after this (a crashed tick cannot block forever).
+WATCHER_LOCK_TTL_SECONDS = env.int("WATCHER_LOCK_TTL_SECONDS", default=60)
+
+# --- API gateway (issue 6) ----------------------------------------------------------------------
+# Requests per token (per client address before authentication) in a fixed window, counted in the
+# Redis cache: "<count>/<s|min|hour>". Over the limit: 429 with Retry-After.
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
+# Largest accepted request body of a write (validation_2026); larger gets 413.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=16_384)
+# A trade's deadline must lie at least this far ahead (and at most MAX_TRADE_DEADLINE_SECONDS).
+API_MIN_DEADLINE_SECONDS = env.int("API_MIN_DEADLINE_SECONDS", default=30)
+# A token's last_used_at is written at most once per this many seconds (not on every request).
+API_TOKEN_LAST_USED_RESOLUTION_SECONDS = env.int("API_TOKEN_LAST_USED_RESOLUTION_SECONDS", default=60)
+# GET /api/v1/trades/updates (long-poll): longest hold of a request, and how often it re-reads.
+API_LONGPOLL_MAX_SECONDS = env.int("API_LONGPOLL_MAX_SECONDS", default=20)
+API_LONGPOLL_INTERVAL_SECONDS = env.float("API_LONGPOLL_INTERVAL_SECONDS", default=0.5)
+# The API authenticates named per-device tokens only; Django sessions serve the admin console.
+REST_FRAMEWORK.update(
+    {
+        "DEFAULT_SCHEMA_CLASS": "apps.gateway.schema.GatewayAutoSchema",
+        "DEFAULT_AUTHENTICATION_CLASSES": ["apps.gateway.auth.ApiTokenAuthentication"],
+        "DEFAULT_THROTTLE_CLASSES": ["apps.gateway.throttling.TokenRateThrottle"],
+        "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+        "EXCEPTION_HANDLER": "apps.gateway.errors.api_exception_handler",
+        # Client address for throttling before authentication: REMOTE_ADDR unless Custos runs behind
+        # this many trusted reverse proxies (a spoofed X-Forwarded-For must not dodge the throttle).
+        "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
+    }
+)
+INSTALLED_APPS += ["drf_spectacular_sidecar"]
+# gunicorn serves the admin's and the schema UI's static files itself, straight from the installed
+# apps (no collectstatic step and no second web server on a 1 GiB machine).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "apps.gateway.static_files.StaticFilesMiddleware",
+)
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
+SPECTACULAR_SETTINGS.update(
+    {
+        "SERVE_INCLUDE_SCHEMA": False,
+        "COMPONENT_SPLIT_REQUEST": True,
+        "SCHEMA_PATH_PREFIX": r"/api/v1",
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+    }
+)
+
+# --- market data (issue 7) ----------------------------------------------------------------------
+# CoinCap REST API (https://pro.coincap.io/api-docs): base URL, version path and the owner's free key.
+COINCAP_BASE_URL = env.str("COINCAP_BASE_URL", default="https://rest.coincap.io")
+COINCAP_API_VERSION = env.str("COINCAP_API_VERSION", default="v3")
+COINCAP_API_KEY = env.str("COINCAP_API_KEY", default="")
+# Client-side limit ("<n>/<s|min|hour>") and the free plan's monthly allowance (see docs/market.md:
+# neither figure could be confirmed from CoinCap's current pages; set them from your dashboard).
+COINCAP_RATE_LIMIT = env.str("COINCAP_RATE_LIMIT", default="60/min")
+COINCAP_FREE_CALLS_PER_MONTH = env.int("COINCAP_FREE_CALLS_PER_MONTH", default=2500)
+COINCAP_REFRESH_SECONDS = env.int("COINCAP_REFRESH_SECONDS", default=1200)
+# CoinLore (https://www.coinlore.com/cryptocurrency-data-api): no key; about one request a second.
+COINLORE_BASE_URL = env.str("COINLORE_BASE_URL", default="https://api.coinlore.net/api")
+COINLORE_RATE_LIMIT = env.str("COINLORE_RATE_LIMIT", default="1/s")
+COINLORE_FREE_CALLS_PER_MONTH = env.int("COINLORE_FREE_CALLS_PER_MONTH", default=0)
+COINLORE_REFRESH_SECONDS = env.int("COINLORE_REFRESH_SECONDS", default=60)
+# HTTP: per-request timeout, retries of 5xx/network errors with exponential backoff, and the longest
+# a 429's Retry-After is waited out inline (longer: the source is skipped until then).
+MARKET_HTTP_TIMEOUT_SECONDS = env.float("MARKET_HTTP_TIMEOUT_SECONDS", default=5.0)
+MARKET_HTTP_RETRIES = env.int("MARKET_HTTP_RETRIES", default=3)
+MARKET_HTTP_BACKOFF_SECONDS = env.float("MARKET_HTTP_BACKOFF_SECONDS", default=0.5)
+MARKET_RETRY_AFTER_MAX_WAIT_SECONDS = env.float("MARKET_RETRY_AFTER_MAX_WAIT_SECONDS", default=5.0)
+# Identical requests within this many seconds are answered from the Redis cache.
+MARKET_CACHE_TTL_SECONDS = env.int("MARKET_CACHE_TTL_SECONDS", default=30)
+# Asset ids per request (both APIs take a comma-separated list).
+MARKET_IDS_PER_REQUEST = env.int("MARKET_IDS_PER_REQUEST", default=50)
+# Reference price: ticks older than this are stale; fresh sources further apart than this (bps of
+# their median) are divergent; fewer fresh sources than this is "no independent price".
+MARKET_MAX_PRICE_AGE_SECONDS = env.int("MARKET_MAX_PRICE_AGE_SECONDS", default=300)
+MARKET_MAX_DIVERGENCE_BPS = env.int("MARKET_MAX_DIVERGENCE_BPS", default=200)
+MARKET_MIN_FRESH_SOURCES = env.int("MARKET_MIN_FRESH_SOURCES", default=1)
+# On-chain TWAP window (Uniswap V2 cumulative prices).
+MARKET_TWAP_WINDOW_SECONDS = env.int("MARKET_TWAP_WINDOW_SECONDS", default=1800)
+# How often beat runs the refresh (each source is then called only when its own interval passed).
+MARKET_REFRESH_TICK_SECONDS = env.int("MARKET_REFRESH_TICK_SECONDS", default=60)
+# History kept: raw ticks, then candles.
+MARKET_TICK_RETENTION_DAYS = env.int("MARKET_TICK_RETENTION_DAYS", default=30)
+MARKET_CANDLE_RETENTION_DAYS = env.int("MARKET_CANDLE_RETENTION_DAYS", default=730)
+
+# --- ML advisory (issue 8) ------------------------------------------------------------------
+# Advice only: nothing in apps.ml can start, size or sign a trade. Only the ml worker imports torch.
+# Trained weights (with their sha256 recorded in the database) and backtest charts live here.
+ML_MODEL_DIR = env.str("ML_MODEL_DIR", default=str(BASE_DIR / "var" / "ml" / "models"))
+ML_BACKTEST_DIR = env.str("ML_BACKTEST_DIR", default=str(BASE_DIR / "var" / "ml" / "backtests"))
+# Price history is resampled to bars of this many seconds; horizons are counted in bars.
+ML_BAR_SECONDS = env.int("ML_BAR_SECONDS", default=3600)
+ML_HORIZONS = env.list("ML_HORIZONS", cast=int, default=[1, 4])
+# Days of stored history a training run uses (ml_train --days overrides).
+ML_TRAIN_DAYS = env.int("ML_TRAIN_DAYS", default=90)
+ML_TRAIN_EPOCHS = env.int("ML_TRAIN_EPOCHS", default=300)
+ML_SEED = env.int("ML_SEED", default=7)
+# auto = CUDA when available, else CPU; or "cpu" / "cuda".
+ML_DEVICE = env.str("ML_DEVICE", default="auto")
+# CPU threads torch may use (the small VPS has 2 cores shared with the rest of Custos).
+ML_TORCH_THREADS = env.int("ML_TORCH_THREADS", default=1)
+# Abstain when the newest price is older than this, or a feature lies more than this many training
+# standard deviations away, or the model's held-out Brier skill (vs always-flat) is below the minimum.
+ML_STALE_SECONDS = env.int("ML_STALE_SECONDS", default=7200)
+ML_OOD_MAX_Z = env.float("ML_OOD_MAX_Z", default=6.0)
+ML_MIN_SKILL = env.float("ML_MIN_SKILL", default=0.01)
+# Held-out Brier skill at which a model's margin |2p-1| counts in full towards confidence.
+ML_FULL_CONFIDENCE_SKILL = env.float("ML_FULL_CONFIDENCE_SKILL", default=0.10)
+# How often beat asks the ml worker for fresh advice on every pair with recent prices.
+ML_ADVISE_INTERVAL_SECONDS = env.int("ML_ADVISE_INTERVAL_SECONDS", default=900)

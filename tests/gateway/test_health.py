@@ -69,3 +69,25 @@ def test_heartbeats_expire(redis_client, settings):
     settings.WORKER_HEARTBEAT_TTL_SECONDS = 1
     worker_heartbeat_write(hostname="ml@test", queues=["ml"])
     assert redis_client.ttl("custos:worker:ml:ml@test") == 1
+
+
+@pytest.mark.chain
+def test_health_shows_chain_truth_and_fails_on_a_finality_violation(deployed_devchain, redis_client):
+    from apps.trades.models import Trade
+    from apps.wallets.models import Wallet
+    from tests.factories import UserFactory, signing_trade
+
+    _all_queues_alive()
+    body = APIClient().get("/api/v1/health").json()
+    assert body["chain_truth"]["31337"]["finality_violated_trades"] == 0
+    assert not any(name.startswith("finality:") for name in body["failing"])
+
+    wallet = Wallet.objects.create(
+        owner=UserFactory(), label="w", key_backend="keystore", address="0x" + "11" * 20, status="active"
+    )
+    trade = signing_trade(wallet)
+    Trade.objects.filter(pk=trade.pk).update(state="FINALITY_VIOLATED")
+    response = APIClient().get("/api/v1/health")
+    assert response.status_code == 503
+    assert "finality:31337" in response.json()["failing"]
+    assert response.json()["chain_truth"]["31337"]["finality_violated_trades"] == 1

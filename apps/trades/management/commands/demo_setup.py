@@ -77,6 +77,11 @@ class Command(BaseCommand):
                 valid_until=now + timedelta(days=30),
             )
             self.stdout.write("granted the demo wallet a dUSDC <-> dDAI scope")
+        # The dev tokens are listed by no market data API: the demo scope explicitly accepts the
+        # pool's own price (apps.market.reference); production scopes default to refusing that.
+        PermissionScope.objects.filter(wallet=wallet, chain=dex.chain, chain__is_dev=True).update(
+            allow_onchain_only_pricing=True
+        )
         self.stdout.write(self.style.SUCCESS(f"demo wallet {wallet.address} ready"))
 
     def _stale(self, wallet: Wallet, dex) -> bool:

@@ -1,0 +1,50 @@
+"""API tokens in the admin: issue (the raw value is shown once), list with last use, revoke."""
+
+from django import forms
+from django.contrib import admin, messages
+
+from apps.gateway.models import ApiToken
+from apps.gateway.services import api_token_create, api_token_revoke
+
+
+class ApiTokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name")
+
+    def clean(self):
+        data = super().clean()
+        user, name = data.get("user"), data.get("name")
+        if self.instance.pk is None and user and name:
+            if ApiToken.objects.filter(user=user, name=name, revoked_at__isnull=True).exists():
+                self.add_error("name", "this user already has a live token with this name")
+        return data
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    form = ApiTokenForm
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is None else ("user", "name", *self.readonly_fields)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead, so the list keeps the history
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        issued = api_token_create(user=obj.user, name=obj.name)
+        obj.pk = issued.token.pk
+        messages.warning(request, f"Copy this token now, it is not shown again: {issued.raw}")
+
+    @admin.action(description="Revoke the selected tokens (effective immediately)")
+    def revoke(self, request, queryset):
+        for token in queryset:
+            api_token_revoke(token=token)
+        messages.success(request, f"revoked {queryset.count()} token(s)")

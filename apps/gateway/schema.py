@@ -1,0 +1,37 @@
+"""OpenAPI generation: every API operation documents the one error shape for the 4xx answers it can
+give, and the bearer-token authentication."""
+
+from __future__ import annotations
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+
+READ_ERRORS = (400, 401, 404, 429, 503)
+WRITE_ERRORS = (400, 401, 404, 409, 413, 415, 429, 503)
+
+
+class GatewayAutoSchema(AutoSchema):
+    def get_description(self):
+        # Only the view's own docstring: never one inherited from the base classes.
+        own = vars(type(self.view)).get("__doc__")
+        return super().get_description() if own else ""
+
+    def _get_response_bodies(self, direction="response"):
+        from apps.gateway.api.serializers import ErrorOutput
+
+        bodies = super()._get_response_bodies(direction=direction)
+        if not self.path.startswith("/api/v1/") or self.path == "/api/v1/health":
+            return bodies
+        codes = WRITE_ERRORS if self.method in {"POST", "PUT", "PATCH", "DELETE"} else READ_ERRORS
+        for code in codes:
+            if str(code) not in bodies:
+                bodies[str(code)] = self._get_response_for_code(ErrorOutput, str(code), direction=direction)
+        return bodies
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "apps.gateway.auth.ApiTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A per-device API token (cst_…)."}
