@@ -175,8 +175,10 @@ def simulate(
     amount_in: int,
     build_swap,
     build_approve,
+    value: int = 0,
 ) -> Simulation:
-    """Quote, then eth_call and eth_estimateGas the approval (if needed) and the swap at one pinned block."""
+    """Quote, then eth_call and eth_estimateGas the approval (if needed) and the swap at one pinned
+    block. A swap paying `value` in native ETH needs no allowance."""
     url = endpoint_for(chain)
     w3 = _web3(url)
     try:
@@ -185,7 +187,11 @@ def simulate(
         router_c = router_contract(w3, router)
         amounts = router_c.functions.getAmountsOut(amount_in, path).call(block_identifier=number)
         out = int(amounts[-1])
-        allowance = erc20(w3, path[0]).functions.allowance(sender, router).call(block_identifier=number)
+        allowance = (
+            amount_in
+            if value
+            else erc20(w3, path[0]).functions.allowance(sender, router).call(block_identifier=number)
+        )
         reserves_in, reserves_out = pool_reserves(w3, factory, path[0], path[-1], number)
     except ContractLogicError as exc:
         raise SimulationReverted(f"quote: {revert_reason(exc)}") from exc
@@ -198,6 +204,8 @@ def simulate(
         approve_gas = _estimate(w3, approve_tx, number, {})
         override = allowance_override(url, path[0], sender, router, amount_in)
     swap_tx = {"from": sender, "to": router, "data": build_swap(out, int(block["timestamp"]))}
+    if value:
+        swap_tx["value"] = hex(value)
     swap_gas = _estimate(w3, swap_tx, number, override)
     return Simulation(
         block=number,

@@ -38,8 +38,21 @@ class Trade(FSMModelMixin, models.Model):
     wallet = models.ForeignKey("wallets.Wallet", on_delete=models.PROTECT, related_name="trades")
     chain = models.ForeignKey("chain.Chain", on_delete=models.PROTECT)
     dex = models.ForeignKey("chain.Dex", on_delete=models.PROTECT)
+
     # Frozen inputs.
+    class Native(models.TextChoices):
+        NONE = "", "tokens only"
+        IN = "in", "native ETH in (path starts at the wrapped native token)"
+        OUT = "out", "native ETH out (path ends at the wrapped native token)"
+
     path = ArrayField(models.CharField(max_length=42), help_text="token addresses, in to out")
+    native = models.CharField(
+        max_length=3,
+        choices=Native.choices,
+        default=Native.NONE,
+        blank=True,
+        help_text="which end of the path is native ETH, wrapped and unwrapped by the router",
+    )
     amount_in = models.DecimalField(**UINT)
     slippage_bps = models.PositiveIntegerField(null=True, blank=True)
     min_amount_out = models.DecimalField(**UINT, null=True, blank=True)

@@ -21,7 +21,13 @@ from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from apps.chain.calldata import APPROVE, SWAP_EXACT_TOKENS_FOR_TOKENS, encode_call
+from apps.chain.calldata import (
+    APPROVE,
+    SWAP_EXACT_ETH_FOR_TOKENS,
+    SWAP_EXACT_TOKENS_FOR_ETH,
+    SWAP_EXACT_TOKENS_FOR_TOKENS,
+    encode_call,
+)
 from apps.chain.models import Dex
 from apps.chain.txcodec import payload_hash
 from apps.market.reference import reference_check
@@ -123,8 +129,11 @@ def trade_submit(
     idempotency_key: str,
     slippage_bps: int | None = None,
     min_amount_out: int | None = None,
+    native: str = "",
 ) -> Submitted:
-    """Freeze a trade's inputs in PENDING and start it; the same idempotency key returns the same trade."""
+    """Freeze a trade's inputs in PENDING and start it; the same idempotency key returns the same trade.
+    `native` "in" or "out" swaps native ETH at that end of the path, which then names the DEX's
+    wrapped native token (the router wraps and unwraps)."""
     if wallet.owner_id != owner.pk:
         raise TradeInputError("wallet", "not one of your wallets")
     if wallet.status != Wallet.Status.ACTIVE or not wallet.active:
@@ -139,6 +148,15 @@ def trade_submit(
         raise TradeInputError("path", "a direct pair of two different tokens")
     if deadline <= timezone.now():
         raise TradeInputError("deadline", "already passed")
+    if native not in Trade.Native.values:
+        raise TradeInputError("native", f"one of {', '.join(repr(v) for v in Trade.Native.values)}")
+    if native:
+        wrapped = dex.wrapped_native.address if dex.wrapped_native_id else None
+        end = path[0] if native == Trade.Native.IN else path[-1]
+        if wrapped is None or end != wrapped:
+            raise TradeInputError(
+                "path", f"native {native} needs the path's {native}put to be the DEX's wrapped native token"
+            )
     for attempt in serializable_attempts(label="trade_submit"):
         with attempt:
             existing = Trade.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
@@ -155,6 +173,7 @@ def trade_submit(
                 min_amount_out=min_amount_out,
                 deadline=deadline.replace(microsecond=0),
                 idempotency_key=idempotency_key,
+                native=native,
             )
             audit_append(
                 trade=trade,
@@ -165,6 +184,7 @@ def trade_submit(
                     "amount_in": amount_in,
                     "slippage_bps": slippage_bps,
                     "min_amount_out": min_amount_out,
+                    "native": native,
                     "deadline": trade.deadline,
                 },
             )
@@ -183,14 +203,16 @@ def _amount_out_min(trade: Trade, quoted: int) -> int:
 
 
 def swap_calldata(trade: Trade, amount_out_min: int) -> str:
-    return encode_call(
-        SWAP_EXACT_TOKENS_FOR_TOKENS,
-        int(trade.amount_in),
-        amount_out_min,
-        list(trade.path),
-        trade.wallet.address,
-        int(trade.deadline.timestamp()),
-    )
+    """The router call for the trade: ETH in carries the amount as the transaction's value."""
+    path, to, deadline = list(trade.path), trade.wallet.address, int(trade.deadline.timestamp())
+    if trade.native == Trade.Native.IN:
+        return encode_call(SWAP_EXACT_ETH_FOR_TOKENS, amount_out_min, path, to, deadline)
+    function = SWAP_EXACT_TOKENS_FOR_ETH if trade.native == Trade.Native.OUT else SWAP_EXACT_TOKENS_FOR_TOKENS
+    return encode_call(function, int(trade.amount_in), amount_out_min, path, to, deadline)
+
+
+def swap_value(trade: Trade) -> int:
+    return int(trade.amount_in) if trade.native == Trade.Native.IN else 0
 
 
 def approve_calldata(trade: Trade) -> str:
@@ -218,6 +240,7 @@ def trade_simulate(*, trade_id: int) -> Trade | None:
             amount_in=int(trade.amount_in),
             build_swap=lambda out, _ts: swap_calldata(trade, _amount_out_min(trade, out)),
             build_approve=lambda: approve_calldata(trade),
+            value=swap_value(trade),
         )
     except chainio.SimulationReverted as exc:
         return _end(trade_id, "fail", f"simulation reverted: {exc.reason}", expect={S.SIMULATING})
@@ -293,7 +316,8 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
     reasons = []
     if trade.deadline <= now:
         reasons.append("deadline_passed: the deadline passed during validation")
-    if state.token_balance < int(trade.amount_in):
+    value = swap_value(trade)
+    if not value and state.token_balance < int(trade.amount_in):
         reasons.append(f"insufficient_balance: {state.token_balance} < {trade.amount_in} of the input token")
     simulation = _simulation_of(trade)
     swap_gas = int(simulation.get("swap_gas", settings.SWAP_GAS_WITHOUT_ESTIMATE))
@@ -303,8 +327,9 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
     priority = state.priority_fee
     max_fee = 2 * state.base_fee + priority
     gas_total = _with_margin(swap_gas) + (_with_margin(approve_gas) if needs_approve else 0)
-    if state.eth_balance < gas_total * max_fee:
-        reasons.append(f"insufficient_gas_balance: {state.eth_balance} wei < {gas_total * max_fee} wei")
+    if state.eth_balance < value + gas_total * max_fee:
+        what = "insufficient_balance" if value else "insufficient_gas_balance"
+        reasons.append(f"{what}: {state.eth_balance} wei < {value + gas_total * max_fee} wei (value and gas)")
     if reasons:
         raise _Refuse("reject", "; ".join(reasons))
 
@@ -314,17 +339,20 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
     )
     planned = []
     if needs_approve:
-        planned.append((ChainTransaction.Kind.APPROVE, trade.path[0], approve_calldata(trade), approve_gas))
+        planned.append(
+            (ChainTransaction.Kind.APPROVE, trade.path[0], 0, approve_calldata(trade), approve_gas)
+        )
     planned.append(
         (
             ChainTransaction.Kind.SWAP,
             trade.dex.router,
+            value,
             swap_calldata(trade, int(trade.amount_out_min)),
             swap_gas,
         )
     )
     txs = []
-    for sequence, ((kind, to, data, gas), nonce) in enumerate(zip(planned, nonces, strict=True)):
+    for sequence, ((kind, to, value_, data, gas), nonce) in enumerate(zip(planned, nonces, strict=True)):
         tx = ChainTransaction(
             trade=trade,
             sequence=sequence,
@@ -334,7 +362,7 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
             sender=trade.wallet.address,
             nonce=nonce,
             to=to,
-            value=0,
+            value=value_,
             data=data,
             gas=_with_margin(gas),
             max_fee_per_gas=max_fee,

@@ -14,7 +14,15 @@ from decimal import ROUND_CEILING, Decimal
 from django.conf import settings
 from django.db.models import Sum
 
-from apps.chain.calldata import SWAP_EXACT_ETH_FOR_TOKENS, Approve, CalldataError, Swap, decode_call
+from apps.chain.calldata import (
+    SWAP_EXACT_ETH_FOR_TOKENS,
+    SWAP_EXACT_TOKENS_FOR_ETH,
+    SWAP_EXACT_TOKENS_FOR_TOKENS,
+    Approve,
+    CalldataError,
+    Swap,
+    decode_call,
+)
 from apps.chain.models import Token
 from apps.wallets.models import NonceCursor, PermissionScope, SpendLedgerEntry
 
@@ -165,6 +173,11 @@ def _scope_reasons(*, scope, trade, tx, call, now) -> tuple[list[tuple[str, str]
     assert isinstance(call, Swap)  # noqa: S101 - decode_call returns only these two
     if tx.to != scope.router:
         reasons.append(("router_not_allowed", f"destination {tx.to} is not the scope's router"))
+    expected = {"in": SWAP_EXACT_ETH_FOR_TOKENS, "out": SWAP_EXACT_TOKENS_FOR_ETH}.get(
+        getattr(trade, "native", ""), SWAP_EXACT_TOKENS_FOR_TOKENS
+    )
+    if call.function is not expected:
+        reasons.append(("function_mismatch", f"{call.function.name} is not the trade's {expected.name}"))
     if call.function.selector not in scope.allowed_selectors:
         reasons.append(("selector_not_allowed", f"{call.function.name} is not allowed by the scope"))
     if call.path != path:

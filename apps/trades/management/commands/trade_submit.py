@@ -15,14 +15,18 @@ from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.models import TERMINAL, Trade
 from apps.wallets.models import Wallet
 
+NATIVE = "ETH"  # the chain's native coin, swapped through the DEX's wrapped native token
+
 
 class Command(BaseCommand):
     help = "Submit a swap (amount in whole tokens) and optionally follow it until it ends."
 
     def add_arguments(self, parser):
         parser.add_argument("--wallet", required=True, help="wallet label or address")
-        parser.add_argument("--sell", required=True, help="symbol of the token to sell")
-        parser.add_argument("--buy", required=True, help="symbol of the token to buy")
+        parser.add_argument(
+            "--sell", required=True, help=f"symbol of the token to sell ({NATIVE} for native)"
+        )
+        parser.add_argument("--buy", required=True, help=f"symbol of the token to buy ({NATIVE} for native)")
         parser.add_argument("--amount", required=True, help="whole tokens to sell, e.g. 100.5")
         parser.add_argument("--slippage-bps", type=int, default=50)
         parser.add_argument("--deadline-minutes", type=int, default=20)
@@ -37,12 +41,21 @@ class Command(BaseCommand):
         )
         if wallet is None:
             raise CommandError(f"--wallet: no wallet labelled or addressed {o['wallet']!r}")
-        dex = Dex.objects.filter(chain__tokens__symbol=o["sell"]).distinct().first()
+        if o["sell"] == o["buy"]:
+            raise CommandError("--buy: must differ from --sell")
+        native = "in" if o["sell"] == NATIVE else "out" if o["buy"] == NATIVE else ""
+        token_symbol = o["buy"] if native == "in" else o["sell"]
+        dexes = Dex.objects.filter(chain__tokens__symbol=token_symbol)
+        dex = (dexes.filter(wrapped_native__isnull=False) if native else dexes).distinct().first()
         if dex is None:
             raise CommandError(f"--sell: no DEX trades {o['sell']!r}")
         try:
-            sell = Token.objects.get(chain=dex.chain, symbol=o["sell"])
-            buy = Token.objects.get(chain=dex.chain, symbol=o["buy"])
+            sell = (
+                dex.wrapped_native if native == "in" else Token.objects.get(chain=dex.chain, symbol=o["sell"])
+            )
+            buy = (
+                dex.wrapped_native if native == "out" else Token.objects.get(chain=dex.chain, symbol=o["buy"])
+            )
         except Token.DoesNotExist as exc:
             raise CommandError("--sell/--buy: unknown token symbol") from exc
         try:
@@ -62,13 +75,14 @@ class Command(BaseCommand):
                 slippage_bps=o["slippage_bps"],
                 deadline=timezone.now() + timedelta(minutes=o["deadline_minutes"]),
                 idempotency_key=o["idempotency_key"] or f"cli-{uuid.uuid4()}",
+                native=native,
             )
         except rmtm.TradeInputError as exc:
             raise CommandError(str(exc)) from exc
         trade = submitted.trade
         self.stdout.write(
             f"trade {trade.pk}: {'submitted' if submitted.created else 'already submitted'} — "
-            f"sell {amount} {sell.symbol} for {buy.symbol}"
+            f"sell {amount} {o['sell']} for {o['buy']}"
         )
         if o["follow"]:
             self._follow(trade.pk, o["timeout"])
