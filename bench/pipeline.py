@@ -8,7 +8,9 @@ database, real execution and signer workers (pkcs11 backend on a temporary SoftH
   eth-account, send, wait for each receipt;
 - (b) the node's ceiling: the same transactions pre-signed and sent in a loop.
 Prints swaps per second to mined for each, the ratios, and request-to-broadcast latency (p50, p99)
-of the pipeline; a JSON object is the last line. Target: pipeline/(a) >= 1.0 and p50 < 300 ms.
+of the pipeline for the burst (judged against the target), and again for a short run of requests
+paced at half the measured throughput (the pipeline's own latency without the queue); a JSON
+object is the last line. Target: pipeline/(a) >= 1.0 and p50 < 300 ms.
 
 Run: .venv/bin/python bench/pipeline.py [--trades 200]
 """
@@ -241,60 +243,102 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
             )
         )
     time.sleep(6)  # workers up (they check the database, broker and chain first)
-    start_nonce = w3.eth.get_transaction_count(wallet.address)
-    start = time.perf_counter()
-    ids = []
-    for i in range(n):
-        ids.append(
-            rmtm.trade_submit(
-                owner=wallet.owner,
-                wallet=wallet,
-                dex=dex,
-                path=[usdc.address, dai.address],
-                amount_in=amount,
-                slippage_bps=100,
-                idempotency_key=f"bench-{i}",
-                deadline=timezone.now() + timedelta(minutes=30),
-            ).trade.pk
-        )
     from celery_app import app
 
-    deadline_s = time.monotonic() + 60 + n * 2
-    next_tick = 0.0
-    while time.monotonic() < deadline_s:
-        if time.monotonic() >= next_tick:  # what beat does in a running stack
-            app.send_task("trades.tick")
-            next_tick = time.monotonic() + 1.0
-        mined = w3.eth.get_transaction_count(wallet.address) - start_nonce
-        if mined >= 2 * n:
-            break
-        failed = Trade.objects.filter(pk__in=ids, state__in=["REJECTED", "FAILED", "CANCELLED"]).count()
-        if failed:
-            reasons = list(
-                Trade.objects.filter(pk__in=ids).exclude(reason="").values_list("reason", flat=True)[:3]
+    def submit(i: int) -> int:
+        return rmtm.trade_submit(
+            owner=wallet.owner,
+            wallet=wallet,
+            dex=dex,
+            path=[usdc.address, dai.address],
+            amount_in=amount,
+            slippage_bps=100,
+            idempotency_key=f"bench-{i}",
+            deadline=timezone.now() + timedelta(minutes=30),
+        ).trade.pk
+
+    def wait_mined(ids: list[int], start_nonce: int, pace=None) -> None:
+        """Until every trade's two transactions are mined; ticking as beat would; `pace` submits more
+        on the way (paced arrivals)."""
+        deadline_s = time.monotonic() + 60 + len(ids) * 2 + (pace.total if pace else 0) * 2
+        next_tick = 0.0
+        while time.monotonic() < deadline_s:
+            if pace:
+                pace.step(ids)
+            if time.monotonic() >= next_tick:
+                app.send_task("trades.tick")
+                next_tick = time.monotonic() + 1.0
+            mined = w3.eth.get_transaction_count(wallet.address) - start_nonce
+            if mined >= 2 * (pace.total if pace else len(ids)):
+                return
+            failed = Trade.objects.filter(pk__in=ids, state__in=["REJECTED", "FAILED", "CANCELLED"]).count()
+            if failed:
+                reasons = list(
+                    Trade.objects.filter(pk__in=ids).exclude(reason="").values_list("reason", flat=True)[:3]
+                )
+                raise SystemExit(f"{failed} pipeline trades failed: {reasons}")
+            time.sleep(0.02)
+        raise SystemExit("the pipeline did not finish in time")
+
+    def latency_ms(ids: list[int]) -> tuple[float, float, int]:
+        latencies = []
+        for trade_id, created in Trade.objects.filter(pk__in=ids).values_list("pk", "created_at"):
+            sent = (
+                ChainTransaction.objects.filter(trade_id=trade_id, kind="swap")
+                .values_list("broadcast_at", flat=True)
+                .first()
             )
-            raise SystemExit(f"{failed} pipeline trades failed: {reasons}")
-        time.sleep(0.05)
+            if sent:
+                latencies.append((sent - created).total_seconds() * 1000)
+        latencies.sort()
+        return statistics.median(latencies), latencies[max(0, int(len(latencies) * 0.99) - 1)], len(latencies)
+
+    # Burst: every request at once (what the target is judged on).
+    start_nonce = w3.eth.get_transaction_count(wallet.address)
+    start = time.perf_counter()
+    ids = [submit(i) for i in range(n)]
+    wait_mined(ids, start_nonce)
     elapsed = time.perf_counter() - start
     pipeline = n / elapsed
-    latencies = []
-    for trade_id, created in Trade.objects.filter(pk__in=ids).values_list("pk", "created_at"):
-        sent = (
-            ChainTransaction.objects.filter(trade_id=trade_id, kind="swap")
-            .values_list("broadcast_at", flat=True)
-            .first()
-        )
-        if sent:
-            latencies.append((sent - created).total_seconds() * 1000)
-    latencies.sort()
-    p50 = statistics.median(latencies) if latencies else None
-    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else None
+    p50, p99, counted = latency_ms(ids)
     say(f"pipeline (real workers):             {pipeline:7.1f} swaps/s")
     say(f"pipeline / (a) = {pipeline / loop:.2f} (target >= 1.0);  pipeline / (b) = {pipeline / ceiling:.2f}")
+    say(f"request -> broadcast, burst of {n}: p50 {p50:.0f} ms, p99 {p99:.0f} ms (target p50 < 300 ms)")
+
+    # Paced: requests arriving at half the measured throughput, so the figure is the pipeline's own
+    # latency rather than time spent queued behind the burst. Reported beside it, not instead.
+    class Pace:
+        def __init__(self, total: int, rate: float):
+            self.total, self.interval, self.sent, self.t0 = total, 1.0 / rate, 0, time.monotonic()
+
+        def step(self, into: list[int]) -> None:
+            while self.sent < self.total and time.monotonic() >= self.t0 + self.sent * self.interval:
+                into.append(submit(n + self.sent))
+                self.sent += 1
+
+    paced_n, rate = max(10, n // 10), pipeline / 2
+    start_nonce = w3.eth.get_transaction_count(wallet.address)
+    pace, paced_ids = Pace(paced_n, rate), []
+    wait_mined(paced_ids, start_nonce, pace)
+    paced_p50, paced_p99, _ = latency_ms(paced_ids)
     say(
-        f"request -> broadcast: p50 {p50:.0f} ms, p99 {p99:.0f} ms (target p50 < 300 ms) "
-        f"over {len(latencies)} swaps"
+        f"request -> broadcast, {paced_n} paced at {rate:.2f}/s: p50 {paced_p50:.0f} ms, "
+        f"p99 {paced_p99:.0f} ms"
     )
+    from apps.trades.models import TradeEvent
+
+    offsets: dict[str, list[float]] = {}
+    created = dict(Trade.objects.filter(pk__in=paced_ids).values_list("pk", "created_at"))
+    for trade_id, kind, at in TradeEvent.objects.filter(trade_id__in=paced_ids).values_list(
+        "trade_id", "kind", "created_at"
+    ):
+        offsets.setdefault(kind, []).append((at - created[trade_id]).total_seconds() * 1000)
+    steps = {kind: round(statistics.median(v), 1) for kind, v in offsets.items()}
+    say(
+        "paced, median ms from request to each event: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(steps.items(), key=lambda kv: kv[1]))
+    )
+    p50, p99 = round(p50, 1), round(p99, 1)
     return {
         "trades": n,
         "pipeline_swaps_per_s": round(pipeline, 2),
@@ -302,8 +346,14 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         "node_ceiling_swaps_per_s": round(ceiling, 2),
         "ratio_vs_loop": round(pipeline / loop, 3),
         "ratio_vs_ceiling": round(pipeline / ceiling, 3),
-        "p50_request_to_broadcast_ms": round(p50, 1),
-        "p99_request_to_broadcast_ms": round(p99, 1),
+        "p50_request_to_broadcast_ms": p50,
+        "p99_request_to_broadcast_ms": p99,
+        "swaps_with_latency": counted,
+        "paced_trades": paced_n,
+        "paced_rate_per_s": round(rate, 2),
+        "paced_p50_request_to_broadcast_ms": round(paced_p50, 1),
+        "paced_p99_request_to_broadcast_ms": round(paced_p99, 1),
+        "paced_median_ms_to_event": steps,
         "target_ratio_vs_loop": 1.0,
         "target_p50_ms": 300,
     }
