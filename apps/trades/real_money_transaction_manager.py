@@ -31,6 +31,7 @@ from apps.chain.calldata import (
 from apps.chain.models import Dex
 from apps.chain.txcodec import payload_hash
 from apps.market.reference import reference_check
+from apps.ml.gate import advice_gate_check
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades import chainio
 from apps.trades.audit import audit_append
@@ -379,6 +380,10 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
             price_reason = _price_sanity(trade, decision.scope, reserves)
             if price_reason:
                 raise _Refuse("reject", price_reason)
+            # The owner's opt-in ML gate: it can refuse here, and nothing else (apps/ml/gate.py).
+            gate_reason = advice_gate_check(trade, decision.scope)
+            if gate_reason:
+                raise _Refuse("reject", gate_reason)
     _transition(
         trade,
         "start_signing",

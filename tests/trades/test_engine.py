@@ -13,6 +13,7 @@ from web3 import Web3
 from apps.chain import devchain
 from apps.chain.models import Chain, Dex, Token
 from apps.signing import services as signer
+from apps.signing.models import SigningRecord
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.audit import audit_verify
 from apps.trades.models import ChainTransaction, Trade, TradeEvent
@@ -479,3 +480,54 @@ def test_nonces_released_at_the_top_rewind_the_cursor(scoped_wallet):
     cursor = NonceCursor.objects.get(wallet=scoped_wallet)
     assert (cursor.next_nonce, cursor.released) == (0, [])
     assert trade.events.filter(kind="nonces_released", data__how="rewound").exists()
+
+
+def test_an_enabled_advisory_gate_rejects_a_trade_the_advice_opposes_and_signs_nothing(scoped_wallet):
+    from apps.ml.models import ModelVersion
+    from apps.ml.services import advice_gate_set, advice_record
+
+    usdc, dai = _tokens()
+    now = timezone.now()
+    version = ModelVersion.objects.create(  # the gate reads advice rows only, never weights
+        name="mlp-h1",
+        horizon_bars=1,
+        bar_seconds=3600,
+        features=["ret_1"],
+        feature_spec={},
+        feature_stats={},
+        hidden_units=8,
+        trained_on=["test"],
+        train_start=now,
+        train_end=now,
+        samples={},
+        metrics={},
+        seed=1,
+        device="cpu",
+        weights_file="x.pt",
+        weights_sha256="0" * 64,
+        active=True,
+    )
+    opposed = _submit(scoped_wallet, key="gate-off")
+    advice_record(  # dDAI very likely falls against dUSDC: the trade buys dDAI with dUSDC
+        token_id=dai.pk,
+        quote_token_id=usdc.pk,
+        model_version_id=version.pk,
+        horizon_bars=1,
+        created_at=timezone.now(),
+        data_until=timezone.now(),
+        p_up=Decimal("0.05"),
+        confidence=Decimal("0.9"),
+    )
+    rmtm.trade_simulate(trade_id=opposed.pk)
+    rmtm.trade_validate(trade_id=opposed.pk)
+    assert Trade.objects.get(pk=opposed.pk).state == "SIGNING"  # no gate: advice alone never blocks
+
+    advice_gate_set(scope_id=scoped_wallet.scopes.get().pk, refuse_at_probability=Decimal("0.75"))
+    gated = _submit(scoped_wallet, key="gate-on")
+    rmtm.trade_simulate(trade_id=gated.pk)
+    rmtm.trade_validate(trade_id=gated.pk)
+    gated.refresh_from_db()
+    assert gated.state == "REJECTED"
+    assert gated.reason.startswith("advice_disagrees:"), gated.reason
+    assert not gated.transactions.filter(raw_signed__isnull=False).exists()
+    assert not SigningRecord.objects.filter(trade=gated).exists()
