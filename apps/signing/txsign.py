@@ -1,16 +1,16 @@
 """Sign an EIP-1559 (type 2) transaction through any key backend.
 
-eth-account computes the signing hash of the typed transaction; the backend signs that digest; the
-signed transaction is encoded with (y-parity, r, s). Nothing here ever sees key material.
+apps.chain.txcodec computes the signing hash of the typed transaction; the backend signs that
+digest; the signed transaction is encoded with (y-parity, r, s). Nothing here ever sees key material.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak, to_checksum_address
 
+from apps.chain.txcodec import encode_signed, signing_hash
 from apps.signing.backends.base import KeyBackend
 
 REQUIRED_FIELDS = ("chainId", "nonce", "to", "value", "data", "gas", "maxFeePerGas", "maxPriorityFeePerGas")
@@ -49,8 +49,6 @@ def sign_transaction(backend: KeyBackend, key_id: str, tx: dict) -> SignedTx:
     unsigned = _check(tx)
     if "from" in tx and to_checksum_address(tx["from"]) != backend.address_of(key_id=key_id):
         raise ValueError("the transaction's `from` is not the address of the signing key")
-    typed = TypedTransaction.from_dict(unsigned)
-    signature = backend.sign_digest(key_id=key_id, digest=bytes(typed.hash()))
-    signed = TypedTransaction.from_dict({**unsigned, "v": signature.v, "r": signature.r, "s": signature.s})
-    raw = bytes(signed.encode())
+    signature = backend.sign_digest(key_id=key_id, digest=signing_hash(unsigned))
+    raw = encode_signed(unsigned, y_parity=signature.v, r=signature.r, s=signature.s)
     return SignedTx(raw=raw, tx_hash=keccak(raw))

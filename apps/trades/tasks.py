@@ -45,6 +45,14 @@ def after_signing(self, trade_id: int, attempt: int) -> None:
     _run(self, rmtm.trade_after_signing, trade_id=int(trade_id), attempt=int(attempt))
 
 
+@custos_task(name="trades.after_signing_batch", queue=Queue.EXECUTION, **RETRY)
+def after_signing_batch(self, requests: list) -> None:
+    """The signer's answer for a batch: each (trade, attempt) in turn, each step idempotent, so a
+    redelivery after a crash redoes nothing that was done."""
+    for trade_id, attempt in requests:
+        _run(self, rmtm.trade_after_signing, trade_id=int(trade_id), attempt=int(attempt))
+
+
 @custos_task(name="trades.broadcast", queue=Queue.EXECUTION, **RETRY)
 def broadcast(self, trade_id: int) -> None:
     _run(self, rmtm.trade_broadcast, trade_id=int(trade_id))

@@ -56,43 +56,74 @@ def notional_of(token: Token, amount: int) -> Decimal | None:
     return (Decimal(amount) / (Decimal(10) ** token.decimals) * price).quantize(Decimal("0.000001"))
 
 
+def active_scopes_query(*, now: datetime):
+    return PermissionScope.objects.filter(
+        active=True, revoked_at__isnull=True, valid_from__lte=now, valid_until__gt=now
+    ).select_related("token_in", "token_out", "chain")
+
+
 def active_scopes(*, wallet, chain, now: datetime) -> list[PermissionScope]:
-    return list(
-        PermissionScope.objects.filter(
-            wallet=wallet,
-            chain=chain,
-            active=True,
-            revoked_at__isnull=True,
-            valid_from__lte=now,
-            valid_until__gt=now,
-        ).select_related("token_in", "token_out", "chain")
-    )
+    return list(active_scopes_query(now=now).filter(wallet=wallet, chain=chain))
 
 
-def scope_check(*, trade, tx, now: datetime, expected_state: str) -> ScopeDecision:
+def spent_usd_query(*, now: datetime):
+    """Ledger entries inside the rolling 24-hour window."""
+    return SpendLedgerEntry.objects.filter(created_at__gt=now - timedelta(hours=24))
+
+
+class ScopeState:
+    """What the check reads besides the trade and its transaction: the wallet's nonce cursor, its
+    active scopes and each scope's 24-hour spend. This one reads the database on every call; the
+    signer's batch (apps.signing.services) preloads the same facts once for many requests, with the
+    same queries, so both paths judge by one rule."""
+
+    def next_nonce(self, *, wallet, chain) -> int | None:
+        cursor = NonceCursor.objects.filter(wallet=wallet, chain=chain).first()
+        return None if cursor is None else cursor.next_nonce
+
+    def scopes(self, *, wallet, chain, now: datetime) -> list[PermissionScope]:
+        return active_scopes(wallet=wallet, chain=chain, now=now)
+
+    def spent_usd(self, *, scope, trade, now: datetime) -> Decimal:
+        """The scope's 24-hour volume, not counting `trade`'s own entry."""
+        total = (
+            spent_usd_query(now=now)
+            .filter(scope=scope)
+            .exclude(trade=trade)
+            .aggregate(total=Sum("notional_usd"))["total"]
+        )
+        return total or Decimal(0)
+
+
+FROM_DATABASE = ScopeState()
+
+
+def scope_check(
+    *, trade, tx, now: datetime, expected_state: str, state: ScopeState = FROM_DATABASE
+) -> ScopeDecision:
     """Judge one frozen transaction of `trade` against every active scope of its wallet."""
-    common = _common_reasons(trade=trade, tx=tx, expected_state=expected_state)
+    common = _common_reasons(trade=trade, tx=tx, expected_state=expected_state, state=state)
     if common:
         return ScopeDecision(False, reasons=common)
+    scopes = state.scopes(wallet=trade.wallet, chain=trade.chain, now=now)
     if tx.kind == "cancel":
-        return _cancel_decision(trade=trade, tx=tx, now=now)
+        return _cancel_decision(trade=trade, tx=tx, scopes=scopes)
     try:
         call = decode_call(tx.data, value=int(tx.value))
     except CalldataError as exc:
         return ScopeDecision(False, reasons=[("calldata_unrecognised", str(exc))])
-    scopes = active_scopes(wallet=trade.wallet, chain=trade.chain, now=now)
     if not scopes:
         return ScopeDecision(False, reasons=[("no_active_scope", "no active, unexpired, unrevoked scope")])
     refusals: list[tuple[str, str]] = []
     for scope in scopes:
-        reasons, notional = _scope_reasons(scope=scope, trade=trade, tx=tx, call=call, now=now)
+        reasons, notional = _scope_reasons(scope=scope, trade=trade, tx=tx, call=call, now=now, state=state)
         if not reasons:
             return ScopeDecision(True, scope=scope, notional_usd=notional)
         refusals.extend((code, f"scope {scope.pk}: {detail}") for code, detail in reasons)
     return ScopeDecision(False, reasons=refusals)
 
 
-def _common_reasons(*, trade, tx, expected_state: str) -> list[tuple[str, str]]:
+def _common_reasons(*, trade, tx, expected_state: str, state: ScopeState) -> list[tuple[str, str]]:
     reasons = []
     if trade.state != expected_state:
         reasons.append(("trade_not_in_state", f"trade is {trade.state}, not {expected_state}"))
@@ -107,13 +138,13 @@ def _common_reasons(*, trade, tx, expected_state: str) -> list[tuple[str, str]]:
         )
     if tx.trade_id != trade.pk:
         reasons.append(("transaction_not_of_trade", "transaction belongs to another trade"))
-    cursor = NonceCursor.objects.filter(wallet=wallet, chain=trade.chain).first()
-    if cursor is None or int(tx.nonce) >= cursor.next_nonce:
+    next_nonce = state.next_nonce(wallet=wallet, chain=trade.chain)
+    if next_nonce is None or int(tx.nonce) >= next_nonce:
         reasons.append(("nonce_not_allocated", f"nonce {tx.nonce} was never allocated to this wallet"))
     return reasons
 
 
-def _cancel_decision(*, trade, tx, now: datetime) -> ScopeDecision:
+def _cancel_decision(*, trade, tx, scopes: list[PermissionScope]) -> ScopeDecision:
     """A cancel moves no value: a zero-value self-transfer replacing one of the trade's transactions,
     its fees within the highest caps of the wallet's active scopes (or, with none left, at most twice
     the fees of what it replaces)."""
@@ -123,7 +154,6 @@ def _cancel_decision(*, trade, tx, now: datetime) -> ScopeDecision:
         return ScopeDecision(
             False, reasons=[("cancel_without_target", "a cancel must replace a transaction")]
         )
-    scopes = active_scopes(wallet=trade.wallet, chain=trade.chain, now=now)
     if scopes:
         fee_cap = max(int(s.max_fee_per_gas) for s in scopes)
         tip_cap = max(int(s.max_priority_fee_per_gas) for s in scopes)
@@ -150,7 +180,9 @@ def _fee_reasons(scope: PermissionScope, tx) -> list[tuple[str, str]]:
     return reasons
 
 
-def _scope_reasons(*, scope, trade, tx, call, now) -> tuple[list[tuple[str, str]], Decimal | None]:
+def _scope_reasons(
+    *, scope, trade, tx, call, now, state: ScopeState
+) -> tuple[list[tuple[str, str]], Decimal | None]:
     reasons = _fee_reasons(scope, tx)
     wallet = trade.wallet.address
     pair_forward = (scope.token_in.address, scope.token_out.address)
@@ -194,7 +226,7 @@ def _scope_reasons(*, scope, trade, tx, call, now) -> tuple[list[tuple[str, str]
     reasons += _deadline_reasons(trade, call, now)
     token_in = scope.token_in if path and path[0] == scope.token_in.address else scope.token_out
     notional = notional_of(token_in, call.amount_in)
-    reasons += _usd_reasons(scope, trade, notional, now)
+    reasons += _usd_reasons(scope, trade, notional, now, state)
     return reasons, notional
 
 
@@ -228,7 +260,9 @@ def _deadline_reasons(trade, call: Swap, now: datetime) -> list[tuple[str, str]]
     return reasons
 
 
-def _usd_reasons(scope, trade, notional: Decimal | None, now: datetime) -> list[tuple[str, str]]:
+def _usd_reasons(
+    scope, trade, notional: Decimal | None, now: datetime, state: ScopeState
+) -> list[tuple[str, str]]:
     if scope.max_notional_usd is None and scope.daily_volume_usd is None:
         return []
     if notional is None:
@@ -237,9 +271,7 @@ def _usd_reasons(scope, trade, notional: Decimal | None, now: datetime) -> list[
     if scope.max_notional_usd is not None and notional > scope.max_notional_usd:
         reasons.append(("notional_over_cap", f"notional {notional} USD > cap {scope.max_notional_usd}"))
     if scope.daily_volume_usd is not None:
-        spent = SpendLedgerEntry.objects.filter(
-            scope=scope, created_at__gt=now - timedelta(hours=24)
-        ).exclude(trade=trade).aggregate(total=Sum("notional_usd"))["total"] or Decimal(0)
+        spent = state.spent_usd(scope=scope, trade=trade, now=now)
         if spent + notional > scope.daily_volume_usd:
             reasons.append(
                 (

@@ -157,6 +157,8 @@ WORKER_CONCURRENCY_ML = env.int("WORKER_CONCURRENCY_ML", default=1)
 # The signer's child process is replaced after this many tasks, so a key a backend had to load
 # never outlives the task that used it.
 SIGNER_MAX_TASKS_PER_CHILD = env.int("SIGNER_MAX_TASKS_PER_CHILD", default=1)
+# At most this many waiting trades are judged and signed in one signer transaction (1: one by one).
+SIGNER_BATCH_SIZE = env.int("SIGNER_BATCH_SIZE", default=32)
 # How often beat probes every RPC endpoint (chain id, head, latency).
 RPC_PROBE_INTERVAL_SECONDS = env.int("RPC_PROBE_INTERVAL_SECONDS", default=30)
 

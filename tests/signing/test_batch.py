@@ -1,0 +1,135 @@
+"""The signer's batch: many requests judged in one transaction, each exactly as on its own.
+
+Real PostgreSQL and a real keystore key; no chain needed (nothing is broadcast here)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.db import connection
+from web3 import Web3
+
+from apps.signing import services
+from apps.signing.models import SigningRecord, SigningRefusal
+from apps.trades.models import ChainTransaction
+from apps.wallets.models import Wallet
+from tests.factories import UserFactory, grant_scope, signing_trade
+from tests.signing.test_service import keystore_settings  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chain]
+
+
+@pytest.fixture
+def wallet(deployed_devchain, keystore_settings) -> Wallet:  # noqa: F811
+    from apps.wallets.services import wallet_create
+
+    wallet = wallet_create(owner=UserFactory(), label="batch", key_backend="keystore")
+    return services.wallet_key_create(wallet_id=wallet.pk)
+
+
+def _codes(trade) -> list[str]:
+    return list(SigningRefusal.objects.filter(trade=trade).values_list("code", flat=True))
+
+
+def test_a_batch_signs_the_good_requests_and_refuses_each_forged_one_with_its_reason(wallet):
+    grant_scope(wallet)
+    good = [signing_trade(wallet) for _ in range(3)]
+    over_cap = signing_trade(wallet, amount_in=2_000 * 10**6)
+    not_wallet = signing_trade(
+        wallet, call_overrides={"recipient": Web3.to_checksum_address("0x" + "cd" * 20)}
+    )
+    not_signing = signing_trade(wallet, state="VALIDATING")
+    requests = [(t.pk, 1) for t in (good[0], over_cap, good[1], not_wallet, not_signing, good[2])]
+
+    outcomes = services.trade_sign_batch(requests)
+
+    assert [outcomes[(t.pk, 1)].signed for t in good] == [True, True, True]
+    for trade in good:
+        records = SigningRecord.objects.filter(trade=trade).order_by("chain_transaction__sequence")
+        assert [r.chain_transaction.kind for r in records] == ["approve", "swap"]
+        assert tuple(r.pk for r in records) == outcomes[(trade.pk, 1)].records
+        assert _codes(trade) == []
+    for trade, code in ((over_cap, "amount_over_cap"), (not_wallet, "recipient_not_wallet")):
+        assert not outcomes[(trade.pk, 1)].signed
+        assert _codes(trade) == [code]
+        assert not SigningRecord.objects.filter(trade=trade).exists()
+    assert _codes(not_signing) == ["trade_not_in_state"]
+    # The batch is idempotent as a whole, as each request is on its own.
+    again = services.trade_sign_batch(requests)
+    assert again[(good[1].pk, 1)].records == outcomes[(good[1].pk, 1)].records
+    assert SigningRecord.objects.filter(trade__in=good).count() == 6
+
+
+def test_the_batch_counts_its_own_signatures_against_the_24_hour_volume(wallet):
+    # 100 USD per trade (dUSDC is a stablecoin) under a 250 USD daily cap: the third is over it even
+    # though none of the three had a ledger entry when the batch began.
+    grant_scope(wallet, daily_volume_usd=250)
+    trades = [signing_trade(wallet) for _ in range(3)]
+
+    outcomes = services.trade_sign_batch([(t.pk, 1) for t in trades])
+
+    assert [outcomes[(t.pk, 1)].signed for t in trades] == [True, True, False]
+    assert _codes(trades[2]) == ["daily_volume_over_cap"]
+    assert "200" in SigningRefusal.objects.get(trade=trades[2]).detail  # 24h volume already spent
+
+
+def test_two_requests_for_one_nonce_in_one_batch_sign_only_the_first(wallet):
+    grant_scope(wallet)
+    first = signing_trade(wallet, with_approve=False)
+    first_nonce = ChainTransaction.objects.get(trade=first).nonce
+    second = signing_trade(wallet, with_approve=False, tx_overrides={"nonce": first_nonce})
+
+    outcomes = services.trade_sign_batch([(first.pk, 1), (second.pk, 1)])
+
+    assert outcomes[(first.pk, 1)].signed
+    assert not outcomes[(second.pk, 1)].signed
+    assert _codes(second) == ["nonce_reused"]
+    assert SigningRecord.objects.filter(nonce=first_nonce).count() == 1
+
+
+def _other_connection() -> psycopg.Connection:
+    params = connection.settings_dict
+    return psycopg.connect(
+        dbname=params["NAME"],
+        user=params["USER"],
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        password=params["PASSWORD"] or None,
+    )
+
+
+def test_a_sign_request_takes_waiting_trades_along_but_not_refused_or_claimed_ones(wallet):
+    grant_scope(wallet)
+    asked, waiting, refused, claimed = (signing_trade(wallet) for _ in range(4))
+    SigningRefusal.objects.create(trade=refused, attempt=1, code="key_unavailable", detail="earlier refusal")
+    other = _other_connection()
+    try:
+        with other.transaction():
+            # Another signer is judging `claimed` right now.
+            other.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [services.SIGNING_LOCK_NAMESPACE, claimed.pk]
+            )
+            outcomes = services.trade_sign_batch([(asked.pk, 1)], companions=10)
+    finally:
+        other.close()
+
+    assert set(outcomes) == {(asked.pk, 1), (waiting.pk, 1)}
+    assert SigningRecord.objects.filter(trade=waiting).count() == 2
+    assert not SigningRecord.objects.filter(trade__in=[refused, claimed]).exists()
+    # `claimed`'s own request, once the other signer let go, signs it; `waiting`'s finds it done.
+    assert services.trade_sign(trade_id=claimed.pk, attempt=1).signed
+    assert services.trade_sign(trade_id=waiting.pk, attempt=1).records == outcomes[(waiting.pk, 1)].records
+
+
+def test_batch_size_one_takes_nothing_along(wallet, settings):
+    grant_scope(wallet)
+    asked, waiting = signing_trade(wallet), signing_trade(wallet)
+    settings.SIGNER_BATCH_SIZE = 1
+    from apps.signing import tasks
+
+    result = tasks.sign.apply(args=[asked.pk, 1]).get()
+    assert result["signed"]
+    assert not SigningRecord.objects.filter(trade=waiting).exists()
+    settings.SIGNER_BATCH_SIZE = 4
+    tasks.sign.apply(args=[asked.pk, 1]).get()
+    assert SigningRecord.objects.filter(trade=waiting).count() == 2
