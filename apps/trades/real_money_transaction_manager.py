@@ -18,7 +18,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from apps.chain.calldata import (
@@ -908,8 +908,14 @@ def recover_stalled_trades(*, older_than: timedelta | None = None) -> int:
 
 
 def confirm_all() -> int:
-    """One pass over every CONFIRMING trade (beat)."""
-    ids = list(Trade.objects.filter(state=S.CONFIRMING).values_list("pk", flat=True))
+    """One pass over every CONFIRMING trade with something on the wire (beat). A trade none of whose
+    transactions has been broadcast yet has nothing to mine: its broadcast step, queued behind
+    others in a burst, enqueues its confirm; if that step was lost, recover_stalled_trades
+    re-enqueues it (and a send that crashed before recording itself is found by that broadcast:
+    "already known" or our hash mined). Asking the node for receipts of never-sent transactions
+    was most of a tick's work under a burst."""
+    sent = ChainTransaction.objects.filter(trade_id=OuterRef("pk"), broadcast_at__isnull=False)
+    ids = list(Trade.objects.filter(state=S.CONFIRMING).filter(Exists(sent)).values_list("pk", flat=True))
     for trade_id in ids:
         trade_confirm(trade_id=trade_id)
     return len(ids)
