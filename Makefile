@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MANAGE := $(PY) manage.py
 
-.PHONY: run test bootstrap services services-down migrate lint stop clean
+.PHONY: run test bench bootstrap services services-down migrate lint stop clean
 
 bootstrap: $(VENV)/.installed devchain/node_modules/.installed
 
@@ -47,6 +47,11 @@ test: bootstrap services
 	@$(VENV)/bin/ruff check .
 	@echo "[test] pytest"
 	@$(VENV)/bin/pytest
+
+# Every benchmark in bench/ (each against a baseline measured in the same run), then
+# bench/report.md and bench/charts/*.png. BENCH_ARGS="--only signing,pipeline" or "--quick".
+bench: bootstrap services
+	@$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean: services-down
 	rm -rf var $(VENV) devchain/node_modules devchain/build

@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+ENDED = ("REJECTED", "FAILED", "CANCELLED")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,6 +140,7 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
     from apps.trades import real_money_transaction_manager as rmtm
     from apps.trades.models import ChainTransaction, Trade
     from apps.wallets.services import wallet_create
+    from project.db import serializable_attempts
     from project.db_roles import setup_roles
     from tests.factories import UserFactory, grant_scope
 
@@ -229,7 +233,6 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         "CHAIN_IDS": "31337",
         "LOG_LEVEL": "WARNING",
         "SIGNER_MAX_TASKS_PER_CHILD": "0",
-        "TRADE_STALL_SECONDS": "5",
     }
     for queue, role, concurrency in (("execution", "custos_engine", "2"), ("signer", "custos_signer", "2")):
         workers.append(
@@ -257,6 +260,14 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
             deadline=timezone.now() + timedelta(minutes=30),
         ).trade.pk
 
+    def read(query):
+        """The harness's own reads run SERIALIZABLE like everything else, so they can be cancelled
+        by the workers' writes: retried like the workers' transactions."""
+        for attempt in serializable_attempts(label="bench read"):
+            with attempt:
+                result = query()
+        return result
+
     def wait_mined(ids: list[int], start_nonce: int, pace=None) -> None:
         """Until every trade's two transactions are mined; ticking as beat would; `pace` submits more
         on the way (paced arrivals)."""
@@ -267,11 +278,11 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
                 pace.step(ids)
             if time.monotonic() >= next_tick:
                 app.send_task("trades.tick")
-                next_tick = time.monotonic() + 1.0
+                next_tick = time.monotonic() + settings.TRADE_TICK_SECONDS  # as beat would
             mined = w3.eth.get_transaction_count(wallet.address) - start_nonce
             if mined >= 2 * (pace.total if pace else len(ids)):
                 return
-            failed = Trade.objects.filter(pk__in=ids, state__in=["REJECTED", "FAILED", "CANCELLED"]).count()
+            failed = read(lambda: Trade.objects.filter(pk__in=ids, state__in=ENDED).count())
             if failed:
                 reasons = list(
                     Trade.objects.filter(pk__in=ids).exclude(reason="").values_list("reason", flat=True)[:3]

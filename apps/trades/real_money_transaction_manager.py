@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
@@ -876,7 +877,9 @@ STEP_FOR_STATE = {
 def recover_stalled_trades(*, older_than: timedelta | None = None) -> int:
     """Re-enqueue the step of every non-terminal trade untouched for a while. Safe at any moment:
     every step is idempotent, so a duplicate does nothing."""
-    cutoff = timezone.now() - (older_than or timedelta(seconds=settings.TRADE_STALL_SECONDS))
+    window = older_than or timedelta(seconds=settings.TRADE_STALL_SECONDS)
+    cutoff = timezone.now() - window
+    marks = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
     count = 0
     for trade in (
         Trade.objects.filter(updated_at__lt=cutoff)
@@ -891,6 +894,13 @@ def recover_stalled_trades(*, older_than: timedelta | None = None) -> int:
         )
         .only("pk", "state")
     ):
+        # At most one re-enqueue per trade and state per window: a trade waiting behind a burst is
+        # queued, not lost, and re-sending its step on every tick filled the queue with duplicates
+        # (each harmless, all of them together the burst's bottleneck).
+        if not marks.set(
+            f"custos:recover:{trade.pk}:{trade.state}", "1", nx=True, ex=max(1, int(window.total_seconds()))
+        ):
+            continue
         if trade.state == S.SIGNING:
             latest = ChainTransaction.objects.filter(trade=trade).order_by("-attempt").first()
             attempt = latest.attempt if latest else 1

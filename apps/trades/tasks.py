@@ -7,9 +7,12 @@ through a transition)."""
 
 import random
 
+from django.conf import settings
+
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.chainio import ChainUnavailable, NonceNotYetValid
 from project.db import SerializationRetriesExhausted
+from project.locks import single_run
 from project.queues import Queue, custos_task
 
 RETRY = {
@@ -65,5 +68,10 @@ def confirm(self, trade_id: int) -> None:
 
 @custos_task(name="trades.tick", queue=Queue.EXECUTION)
 def tick(self) -> dict:
-    """Beat: check receipts of CONFIRMING trades, re-enqueue stalled steps."""
-    return {"confirming": rmtm.confirm_all(), "recovered": rmtm.recover_stalled_trades()}
+    """Beat: check receipts of CONFIRMING trades, re-enqueue stalled steps. One at a time: a tick
+    that finds another still running does nothing (ticks queued behind a burst would otherwise
+    all run, one after the other, each repeating the last one's work)."""
+    with single_run("custos:trades:tick", ttl_seconds=settings.TRADE_TICK_LOCK_SECONDS) as held:
+        if not held:
+            return {"skipped": "another tick is running"}
+        return {"confirming": rmtm.confirm_all(), "recovered": rmtm.recover_stalled_trades()}

@@ -9,7 +9,6 @@ only on a reorg a few more batches to walk back to the fork point.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from apps.chain.pool import RpcPool, pool_for
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.models import ChainTransaction, TradeState
 from apps.watcher.models import BlockHeader, Reorg
+from project.locks import single_run
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ class TickReport:
 
 # --- the single-run lock -------------------------------------------------------------------------
 
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
-"""
-
 
 def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
@@ -72,15 +68,10 @@ def _redis() -> redis.Redis:
 @contextmanager
 def chain_lock(chain_id: int, *, client: redis.Redis | None = None) -> Iterator[bool]:
     """Yields True if this caller holds the chain's tick lock; released only by its holder."""
-    client = client or _redis()
-    key = f"custos:watcher:tick:{chain_id}"
-    token = uuid.uuid4().hex
-    held = bool(client.set(key, token, nx=True, ex=settings.WATCHER_LOCK_TTL_SECONDS))
-    try:
+    with single_run(
+        f"custos:watcher:tick:{chain_id}", ttl_seconds=settings.WATCHER_LOCK_TTL_SECONDS, using=client
+    ) as held:
         yield held
-    finally:
-        if held:
-            client.eval(_RELEASE, 1, key, token)
 
 
 def chain_due(chain: Chain, *, client: redis.Redis | None = None) -> bool:

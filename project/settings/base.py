@@ -222,6 +222,8 @@ REPLACE_AFTER_BLOCKS = env.int("REPLACE_AFTER_BLOCKS", default=5)
 REPLACEMENT_BUMP_BPS = env.int("REPLACEMENT_BUMP_BPS", default=1250)
 # How often beat checks receipts of every CONFIRMING trade and recovers stalled ones.
 TRADE_TICK_SECONDS = env.int("TRADE_TICK_SECONDS", default=2)
+# A trades.tick still running after this long is presumed dead and the next tick may start.
+TRADE_TICK_LOCK_SECONDS = env.int("TRADE_TICK_LOCK_SECONDS", default=120)
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
