@@ -7,9 +7,10 @@ name carries its module's app, and that only apps.signing can reach the signer q
 
 from __future__ import annotations
 
+import gc
 import os
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from django.conf import settings
 
 from project.queues import Queue
@@ -97,3 +98,13 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
 
 app.steps["worker"].add(WorkerHeartbeat)
 app.autodiscover_tasks()
+
+
+@signals.worker_init.connect
+def freeze_before_fork(**_kwargs) -> None:
+    """Everything imported so far is moved out of the cyclic collector's reach before the pool forks,
+    so the collector never writes to those objects and their pages stay shared with the children
+    (copy-on-write) instead of being copied into each one."""
+    app.loader.import_default_modules()
+    gc.collect()
+    gc.freeze()

@@ -107,7 +107,7 @@ class Sampler(threading.Thread):
         self.processes: dict[str, int] = dict.fromkeys(groups, 0)
         self.peak_total = 0
         self.samples = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def sample(self) -> int:
         kids = children_map()
@@ -123,11 +123,11 @@ class Sampler(threading.Thread):
         return total
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             self.sample()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
 
@@ -366,7 +366,10 @@ def main() -> None:
         for _ in range(6):
             rest.sample()
             time.sleep(0.5)
-        say(f"at rest: {rest.peak_total / 1024:.0f} MiB in all")
+        say(
+            f"at rest: {rest.peak_total / 1024:.0f} MiB in all: "
+            + ", ".join(f"{name} {kib / 1024:.0f}" for name, kib in rest.peak.items())
+        )
 
         sampler = Sampler(groups)
         sampler.start()

@@ -55,6 +55,12 @@ def test_worker_refuses_to_start_when_the_database_does_not_answer():
     assert "market: not starting: database at 127.0.0.1:" in result.stderr
 
 
+def test_worker_refuses_an_unknown_pool_by_its_setting_name():
+    result = _run_worker("market", WORKER_POOL_MARKET="threads")
+    assert result.returncode == 1
+    assert "market: not starting: WORKER_POOL_MARKET must be prefork or solo, not 'threads'" in result.stderr
+
+
 def test_rpc_worker_refuses_to_start_without_its_chain():
     result = _run_worker("execution", CHAIN_IDS="4242")
     assert result.returncode == 1

@@ -154,6 +154,12 @@ WORKER_CONCURRENCY_SIGNER = env.int("WORKER_CONCURRENCY_SIGNER", default=2)
 WORKER_CONCURRENCY_WATCHER = env.int("WORKER_CONCURRENCY_WATCHER", default=1)
 WORKER_CONCURRENCY_MARKET = env.int("WORKER_CONCURRENCY_MARKET", default=1)
 WORKER_CONCURRENCY_ML = env.int("WORKER_CONCURRENCY_ML", default=1)
+# Pool of the watcher, market and ml workers: prefork (a parent and its children) or solo (tasks
+# run in the worker process itself: one process less, no hard time limit). Execution and signer
+# are always prefork.
+WORKER_POOL_WATCHER = env.str("WORKER_POOL_WATCHER", default="prefork")
+WORKER_POOL_MARKET = env.str("WORKER_POOL_MARKET", default="prefork")
+WORKER_POOL_ML = env.str("WORKER_POOL_ML", default="prefork")
 # The signer's child process is replaced after this many tasks, so a key a backend had to load
 # never outlives the task that used it.
 SIGNER_MAX_TASKS_PER_CHILD = env.int("SIGNER_MAX_TASKS_PER_CHILD", default=1)

@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, process, loglevel, **options):
+        if process != "beat":
+            pool_of(Queue(process))  # a configuration error first, before any connection
         try:
             preflight.check_database()
             preflight.check_broker()
@@ -55,9 +57,24 @@ class Command(BaseCommand):
                 "--without-gossip",
                 "--without-mingle",
             ]
+            if pool_of(queue) == "solo":
+                argv += ["--pool", "solo"]
             if queue is Queue.SIGNER and settings.SIGNER_MAX_TASKS_PER_CHILD > 0:
                 # 0 keeps children alive: only safe when every wallet's key lives in an HSM.
                 argv += ["--max-tasks-per-child", str(settings.SIGNER_MAX_TASKS_PER_CHILD)]
         self.stdout.write(f"{process}: checks passed, starting")
         self.stdout.flush()
         app.worker_main(argv) if process != "beat" else app.start(argv)
+
+
+def pool_of(queue: Queue) -> str:
+    """prefork, or solo where WORKER_POOL_<QUEUE> allows it. Execution and signer are always prefork:
+    hard time limits, losing a child without losing its task and the signer's child recycling all
+    need a process pool."""
+    if queue not in (Queue.WATCHER, Queue.MARKET, Queue.ML):
+        return "prefork"
+    name = f"WORKER_POOL_{queue.name}"
+    pool = getattr(settings, name)
+    if pool not in ("prefork", "solo"):
+        raise CommandError(f"{queue}: not starting: {name} must be prefork or solo, not {pool!r}")
+    return pool
