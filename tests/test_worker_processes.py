@@ -61,6 +61,12 @@ def test_worker_refuses_an_unknown_pool_by_its_setting_name():
     assert "market: not starting: WORKER_POOL_MARKET must be prefork or solo, not 'threads'" in result.stderr
 
 
+def test_rpc_worker_refuses_a_malformed_rpc_endpoints_entry_by_name():
+    result = _run_worker("watcher", RPC_ENDPOINTS='[{"chain_id": 31337, "url": "http://127.0.0.1:1"}]')
+    assert result.returncode == 1
+    assert "watcher: not starting: RPC_ENDPOINTS[0].name: required" in result.stderr
+
+
 def test_rpc_worker_refuses_to_start_without_its_chain():
     result = _run_worker("execution", CHAIN_IDS="4242")
     assert result.returncode == 1

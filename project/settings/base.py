@@ -177,6 +177,11 @@ DEVCHAIN_CHAIN_ID = env.int("DEVCHAIN_CHAIN_ID", default=31337)
 DEVCHAIN_BLOCK_MS = env.int("DEVCHAIN_BLOCK_MS", default=1000)
 # Chain ids the execution and watcher workers must find at their RPC endpoints before starting.
 CHAIN_IDS = env.list("CHAIN_IDS", cast=int, default=[DEVCHAIN_CHAIN_ID])
+# RPC endpoints kept in .env as a JSON list, written to the database by `manage.py
+# rpc_endpoints_sync` and before an RPC-using worker starts (matched by chain and URL; endpoints added
+# in the admin are left alone). Fields: chain_id, name, url (required); kind (private|public),
+# priority, weight, rate_limit_per_second, active.
+RPC_ENDPOINTS = env.json("RPC_ENDPOINTS", default=[])
 RPC_TIMEOUT_SECONDS = env.float("RPC_TIMEOUT_SECONDS", default=10.0)
 # Health probes use a short timeout so a dead endpoint cannot stall /api/v1/health.
 HEALTH_RPC_TIMEOUT_SECONDS = env.float("HEALTH_RPC_TIMEOUT_SECONDS", default=2.0)

@@ -7,6 +7,7 @@ the broker or (for queues that use RPC) a chain does not answer as configured.
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.chain.services import EndpointConfigError, rpc_endpoints_sync
 from project import preflight
 from project.queues import Queue
 
@@ -27,8 +28,10 @@ class Command(BaseCommand):
             preflight.check_database()
             preflight.check_broker()
             if process in RPC_QUEUES:
+                if settings.RPC_ENDPOINTS:
+                    rpc_endpoints_sync(settings.RPC_ENDPOINTS)
                 preflight.check_chains()
-        except preflight.PreflightError as exc:
+        except (preflight.PreflightError, EndpointConfigError) as exc:
             raise CommandError(f"{process}: not starting: {exc}") from exc
 
         from celery_app import app
