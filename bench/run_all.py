@@ -243,6 +243,32 @@ def footprint_rows(r: dict) -> list[Row]:
     return rows
 
 
+def chaos_rows(r: dict) -> list[Row]:
+    rows = [
+        Row(f"{r['trades']} trades over {r['wallets']} wallets, wall time", r["seconds"], "s"),
+        Row("settled", r["states"].get("SETTLED", 0), "trades"),
+        Row("trades sent back by a reorg", r["trades_sent_back_by_a_reorg"], "trades"),
+    ]
+    for figure, key in (
+        ("lost", "lost"),
+        ("not in a terminal state", "not_terminal"),
+        ("nonces with two different payloads", "nonces_with_two_payloads"),
+        ("settled on an orphaned block", "settled_on_orphaned_block"),
+    ):
+        rows.append(Row(figure, r[key], "", target="0", met=r[key] == 0))
+    rows.append(
+        Row(
+            "audit chain breaks",
+            0 if r["audit_broken_link"] is None else 1,
+            "",
+            target="0",
+            met=r["audit_broken_link"] is None,
+        )
+    )
+    rows += [Row(f"  chaos: {kind}", count, "times") for kind, count in sorted(r["chaos"].items())]
+    return rows
+
+
 BENCHMARKS = {
     "signing": (["bench/signing.py"], ["bench/signing.py", "--seconds", "0.5"], signing_rows),
     "pipeline": (["bench/pipeline.py"], ["bench/pipeline.py", "--trades", "30"], pipeline_rows),
@@ -255,6 +281,7 @@ BENCHMARKS = {
     "market": (["bench/market.py"], ["bench/market.py", "--seconds", "0.5"], market_rows),
     "ml": (["bench/ml.py"], ["bench/ml.py", "--repeats", "100"], ml_rows),
     "footprint": (["bench/footprint.py"], ["bench/footprint.py", "--trades", "40"], footprint_rows),
+    "chaos": (["bench/chaos.py"], ["bench/chaos.py", "--trades", "30"], chaos_rows),
 }
 
 
