@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-
-from web3 import Web3
+from typing import TYPE_CHECKING
 
 from apps.chain.models import Chain, Pair, Token
 from apps.chain.pool import pool_for
-from apps.chain.provider import PoolProvider
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+# web3 is imported when a price is read, not with this module: every worker imports every task
+# module, and only the market worker reads prices (docs/t3micro.md).
 
 Q112 = 2**112
 UINT256 = 2**256
@@ -55,8 +59,18 @@ PAIR_ABI = [
 ]
 
 
+def web3_errors() -> type[Exception]:
+    from web3.exceptions import Web3Exception
+
+    return Web3Exception
+
+
 def web3_for(chain: Chain) -> Web3:
     """Every read through the chain's RPC pool (rotation, health, failover)."""
+    from web3 import Web3
+
+    from apps.chain.provider import PoolProvider
+
     return Web3(PoolProvider(pool_for(chain)))
 
 
@@ -91,7 +105,7 @@ def _scale(base: Token, quote: Token) -> Decimal:
 
 
 def _contract(w3: Web3, pair: Pair):
-    return w3.eth.contract(address=Web3.to_checksum_address(pair.address), abi=PAIR_ABI)
+    return w3.eth.contract(address=w3.to_checksum_address(pair.address), abi=PAIR_ABI)
 
 
 def spot_from_reserves(reserve_base: int, reserve_quote: int, base: Token, quote: Token) -> Decimal:

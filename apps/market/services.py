@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
-from web3.exceptions import Web3Exception
 
 from apps.market import onchain, selectors
 from apps.market.clients import MarketDataError, SourceClient, client_for
@@ -159,7 +158,13 @@ def _refresh_onchain(source: MarketSource, now: datetime, report: RefreshReport)
                 )
             else:
                 spot = onchain.spot_price(pair=pair, base=base)
-        except (onchain.OnchainPriceError, Web3Exception, ConnectionError, OSError, DatabaseError) as exc:
+        except (
+            onchain.OnchainPriceError,
+            onchain.web3_errors(),
+            ConnectionError,
+            OSError,
+            DatabaseError,
+        ) as exc:
             errors.append(f"{pair.address}: {exc}")
             continue
         rows.append(

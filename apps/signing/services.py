@@ -19,8 +19,7 @@ from django.utils import timezone
 
 from apps.chain.txcodec import payload_hash
 from apps.signing.backends import backend_from_settings
-from apps.signing.backends.base import KeyBackend, KeyBackendError
-from apps.signing.backends.vault import VaultSealedError, VaultUnavailableError
+from apps.signing.backends.base import KeyBackend, KeyBackendError, VaultSealedError, VaultUnavailableError
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.signing.txsign import sign_transaction
 from apps.trades.models import ChainTransaction, Trade, TradeState

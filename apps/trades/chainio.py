@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from eth_abi import decode, encode
 from eth_utils import keccak, to_checksum_address
-from web3 import Web3
-from web3.exceptions import ContractLogicError, Web3RPCError
 
-from apps.chain import devchain
 from apps.chain.models import Chain
 from apps.chain.pool import NoEndpointAvailable, pool_for
-from apps.chain.provider import PoolProvider
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+# web3 (with eth-account and aiohttp, ~55 MiB per process) is imported where a chain call is made,
+# not here: the API and beat import this module through the transaction manager and never call
+# the chain, and on a 1 GiB machine every process pays for what it imports (docs/t3micro.md).
 
 ERC20_ABI = [
     {
@@ -66,12 +70,18 @@ def endpoint_for(chain: Chain) -> str:
 
 @cache
 def _web3(url: str) -> Web3:
+    from web3 import Web3
+
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": settings.RPC_TIMEOUT_SECONDS}))
     return w3
 
 
 def web3_for(chain: Chain) -> Web3:
     """A Web3 whose every request goes through the chain's RPC pool (rotation and failover)."""
+    from web3 import Web3
+
+    from apps.chain.provider import PoolProvider
+
     pool = pool_for(chain)
     w3 = _pool_web3.get(chain.chain_id)
     if w3 is None or w3.provider.pool is not pool:
@@ -100,6 +110,8 @@ def pending_nonce(chain: Chain, owner: str) -> int:
 
 
 def router_contract(w3: Web3, router: str):
+    from apps.chain import devchain
+
     return w3.eth.contract(address=router, abi=devchain.load_artifact("UniswapV2Router02")["abi"])
 
 
@@ -179,6 +191,8 @@ def simulate(
 ) -> Simulation:
     """Quote, then eth_call and eth_estimateGas the approval (if needed) and the swap at one pinned
     block. A swap paying `value` in native ETH needs no allowance."""
+    from web3.exceptions import ContractLogicError, Web3RPCError
+
     url = endpoint_for(chain)
     w3 = _web3(url)
     try:
@@ -248,6 +262,8 @@ def _rpc_error_reason(error: dict) -> str:
 
 
 def pool_reserves(w3: Web3, factory: str, token_in: str, token_out: str, block) -> tuple[int, int]:
+    from apps.chain import devchain
+
     pair_abi = devchain.load_artifact("UniswapV2Pair")["abi"]
     factory_abi = devchain.load_artifact("UniswapV2Factory")["abi"]
     pair = (
@@ -272,6 +288,8 @@ class WalletState:
 
 
 def wallet_state(*, chain: Chain, token: str, owner: str) -> WalletState:
+    from web3.exceptions import Web3RPCError
+
     w3 = web3_for(chain)
     try:
         history = w3.eth.fee_history(4, "latest", [50])

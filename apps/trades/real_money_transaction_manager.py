@@ -290,8 +290,14 @@ def _simulation_of(trade: Trade) -> dict:
     return event.data if event else {}
 
 
-def _with_margin(gas: int) -> int:
-    return gas * (100 + settings.GAS_LIMIT_MARGIN_PERCENT) // 100
+def _with_margin(gas: int, kind: str = "") -> int:
+    limit = gas * (100 + settings.GAS_LIMIT_MARGIN_PERCENT) // 100
+    if kind == ChainTransaction.Kind.SWAP:
+        # Estimated at the pinned block, mined in a later one: the pair then also updates its price
+        # accumulators (first writes cost 20,000 gas each) that the estimate did not include, and an
+        # out-of-gas inside the pair surfaces as a revert without a reason.
+        limit += settings.SWAP_GAS_HEADROOM
+    return limit
 
 
 def trade_validate(*, trade_id: int) -> Trade | None:
@@ -328,7 +334,9 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
     needs_approve = approve_gas > 0
     priority = state.priority_fee
     max_fee = 2 * state.base_fee + priority
-    gas_total = _with_margin(swap_gas) + (_with_margin(approve_gas) if needs_approve else 0)
+    gas_total = _with_margin(swap_gas, ChainTransaction.Kind.SWAP) + (
+        _with_margin(approve_gas) if needs_approve else 0
+    )
     if state.eth_balance < value + gas_total * max_fee:
         what = "insufficient_balance" if value else "insufficient_gas_balance"
         reasons.append(f"{what}: {state.eth_balance} wei < {value + gas_total * max_fee} wei (value and gas)")
@@ -366,7 +374,7 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
             to=to,
             value=value_,
             data=data,
-            gas=_with_margin(gas),
+            gas=_with_margin(gas, kind),
             max_fee_per_gas=max_fee,
             max_priority_fee_per_gas=priority,
         )

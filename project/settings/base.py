@@ -222,6 +222,9 @@ REPLACEMENT_MIN_BUMP_BPS = env.int("REPLACEMENT_MIN_BUMP_BPS", default=1000)
 # --- Trade engine ---------------------------------------------------------------------------
 # Gas limit = simulated gas plus this margin.
 GAS_LIMIT_MARGIN_PERCENT = env.int("GAS_LIMIT_MARGIN_PERCENT", default=20)
+# Added to a swap's gas limit: a swap estimated at the pinned block and mined in a later one pays
+# for the pair's price-accumulator writes the estimate did not include. Unused gas is not charged.
+SWAP_GAS_HEADROOM = env.int("SWAP_GAS_HEADROOM", default=50_000)
 # Gas limit for a swap whose gas the node cannot estimate with the approval's state override
 # (Hardhat): the call itself is still simulated. A V2 two-token swap uses about 140k.
 SWAP_GAS_WITHOUT_ESTIMATE = env.int("SWAP_GAS_WITHOUT_ESTIMATE", default=250_000)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from web3 import Web3
 
@@ -93,6 +94,9 @@ def test_eth_in_swaps_native_value_with_no_approval(wallet, deployed_devchain):
     assert swap.kind == "swap"
     assert int(swap.value) == 10**17
     assert swap.data[:10] == SWAP_EXACT_ETH_FOR_TOKENS.selector
+    # The limit covers the pair's accumulator writes when mined a block after the estimate.
+    estimated = trade.events.get(kind="start_validation").data["swap_gas"]
+    assert int(swap.gas) == estimated * 120 // 100 + settings.SWAP_GAS_HEADROOM
     assert dai_c.functions.balanceOf(wallet.address).call() - dai_before == int(trade.quoted_amount_out)
     assert eth_before - w3.eth.get_balance(wallet.address) == 10**17 + _gas_paid(w3, trade)
 

@@ -29,6 +29,10 @@ from apps.signing.backends.base import (
     KeyBackendError,
     KeyRef,
     Signature,
+    VaultKeyNotFoundError,
+    VaultPermissionError,
+    VaultSealedError,
+    VaultUnavailableError,
     address_from_public_key,
     check_digest,
     check_key_id,
@@ -41,22 +45,6 @@ from apps.signing.backends.base import (
 from apps.signing.log_filters import scrub
 
 logger = logging.getLogger(__name__)
-
-
-class VaultSealedError(KeyBackendError):
-    """Vault answered 503 (sealed) or 501 (not initialised)."""
-
-
-class VaultPermissionError(KeyBackendError):
-    """Vault answered 403, or refused the AppRole credentials."""
-
-
-class VaultKeyNotFoundError(KeyBackendError):
-    """No live secret at the key's path (404)."""
-
-
-class VaultUnavailableError(KeyBackendError):
-    """Vault could not be reached: connection refused, reset or timed out."""
 
 
 def _vault_said(exc: hvac_errors.VaultError) -> str:
