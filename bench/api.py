@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,18 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, say  # noqa: E402 - after the path setup above
+
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 DAI = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:

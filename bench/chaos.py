@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,58 +33,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port, redis_start, say  # noqa: E402 - after the path setup above
+
 SECRETS = ("KEYSTORE_PASSPHRASE_FILE", "PKCS11_PIN_FILE", "VAULT_SECRET_ID_FILE", "VAULT_TOKEN_FILE")
 WORKERS = {"execution": "custos_engine", "signer": "custos_signer", "watcher": "custos_engine"}
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Redis:
     def __init__(self, tmp: Path):
         self.port, self.dir = free_port(), tmp / "redis"
-        self.dir.mkdir()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        subprocess.run(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "yes",
-                "--pidfile",
-                str(self.dir / "redis.pid"),
-                "--logfile",
-                str(self.dir / "redis.log"),
-            ],
-            check=True,
-        )
-        import redis
-
-        for _ in range(100):
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise SystemExit("private Redis did not start")
+        redis_start(self.dir, self.port, "--save", "", "--appendonly", "no")
 
     def stop(self) -> None:
         import redis
@@ -208,6 +169,7 @@ def main() -> int:
 def run(args, rng: random.Random, url: str, workers: Workers, redis_server: Redis):
     from datetime import timedelta
 
+    from django.db import connection
     from django.utils import timezone
     from web3 import Web3
 
@@ -224,7 +186,7 @@ def run(args, rng: random.Random, url: str, workers: Workers, redis_server: Redi
 
     w3 = Web3(Web3.HTTPProvider(url))
     w3.provider.make_request("hardhat_setLoggingEnabled", [False])
-    setup_roles(database=__import__("django.db").db.connection.settings_dict["NAME"])
+    setup_roles(database=connection.settings_dict["NAME"])
     chain = Chain.objects.get(chain_id=31337)
     # Deeper than any reorg this run makes (5): what an owner configures for a chain's real depth.
     Chain.objects.filter(pk=chain.pk).update(confirmations_required=6)
@@ -252,9 +214,8 @@ def run(args, rng: random.Random, url: str, workers: Workers, redis_server: Redi
     def send(task: str) -> None:
         try:
             app.send_task(task)
-        except Exception as exc:  # noqa: BLE001 - Redis may be restarting right now: beat would miss it too
+        except Exception:  # noqa: BLE001 - Redis may be restarting right now: beat would miss it too
             missed["ticks_not_sent"] += 1
-            del exc
 
     def read(query):
         for attempt in serializable_attempts(label="chaos read"):

@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,21 +33,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port, redis_start, say, softhsm_token  # noqa: E402 - after the path setup above
+
 T3MICRO = ROOT / "deploy" / "t3micro"
 BUDGET_MIB = 700
 IS_ROOT = os.geteuid() == 0
 # Credentials only the signer may hold (blanked for every other process, as in the Procfile).
 SIGNER_ONLY = ("KEYSTORE_PASSPHRASE_FILE", "PKCS11_PIN_FILE", "VAULT_SECRET_ID_FILE", "VAULT_TOKEN_FILE")
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -191,64 +183,6 @@ def pg_stop(data: Path) -> None:
     )
 
 
-def redis_start(tmp: Path, port: int) -> int:
-    data = tmp / "redis"
-    data.mkdir()
-    subprocess.run(
-        [
-            "redis-server",
-            str(T3MICRO / "redis.conf"),
-            "--port",
-            str(port),
-            "--dir",
-            str(data),
-            "--daemonize",
-            "yes",
-            "--pidfile",
-            str(data / "redis.pid"),
-            "--logfile",
-            str(data / "redis.log"),
-        ],
-        check=True,
-    )
-    for _ in range(100):
-        if (data / "redis.pid").exists():
-            return int((data / "redis.pid").read_text().strip())
-        time.sleep(0.05)
-    raise SystemExit(f"Redis did not start; see {data / 'redis.log'}")
-
-
-def softhsm_token(tmp: Path) -> dict[str, str]:
-    (tmp / "tokens").mkdir()
-    conf = tmp / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {tmp / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    pin = secrets.token_hex(6)
-    (tmp / "pin").write_text(pin)
-    subprocess.run(
-        [
-            "softhsm2-util",
-            "--init-token",
-            "--free",
-            "--label",
-            "footprint",
-            "--pin",
-            pin,
-            "--so-pin",
-            pin + "so",
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
-    )
-    return {
-        "SOFTHSM2_CONF": str(conf),
-        "PKCS11_TOKEN_LABEL": "footprint",
-        "PKCS11_PIN_FILE": str(tmp / "pin"),
-    }
-
-
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -266,8 +200,8 @@ def main() -> None:
         say(f"private PostgreSQL (deploy/t3micro/postgresql.conf) on 127.0.0.1:{pg_port}")
         pg_data, postmaster = pg_start(tmp, pg_port)
         say(f"private Redis (deploy/t3micro/redis.conf) on 127.0.0.1:{redis_port}")
-        redis_pid = redis_start(tmp, redis_port)
-        hsm = softhsm_token(tmp)
+        redis_pid = redis_start(tmp / "redis", redis_port, str(T3MICRO / "redis.conf"))
+        hsm = softhsm_token(tmp / "softhsm", "footprint")
         database_url = f"postgres://postgres@127.0.0.1:{pg_port}/custos"
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         subprocess.run(

@@ -26,11 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import say  # noqa: E402 - after the path setup above
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings.base")
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:

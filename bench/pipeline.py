@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,18 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, say, softhsm_token  # noqa: E402 - after the path setup above
 
 ENDED = ("REJECTED", "FAILED", "CANCELLED")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def main() -> None:
@@ -53,34 +42,10 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=200)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="custos-pipeline-"))
-    (tmp / "tokens").mkdir()
-    conf = tmp / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {tmp / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    pin = secrets.token_hex(6)
-    (tmp / "pin").write_text(pin)
-    subprocess.run(
-        [
-            "softhsm2-util",
-            "--init-token",
-            "--free",
-            "--label",
-            "pipeline",
-            "--pin",
-            pin,
-            "--so-pin",
-            secrets.token_hex(6),
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
-    )
+    token = softhsm_token(tmp, "pipeline")
     redis_db = os.environ.get("BENCH_REDIS_DB", "12")
     env_common = {
-        "SOFTHSM2_CONF": str(conf),
-        "PKCS11_TOKEN_LABEL": "pipeline",
-        "PKCS11_PIN_FILE": str(tmp / "pin"),
+        **token,
         "TEST_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
         "DATABASE_TEST_NAME": "bench_pipeline",
     }

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402 - after the path setup above
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 SMALL_SCRYPT_N = 2**10
@@ -76,30 +77,13 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], seconds: float
 
 
 def softhsm_token(tmp: Path) -> dict:
-    (tmp / "tokens").mkdir(mode=0o700, parents=True)
-    conf = tmp / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {tmp / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    os.environ["SOFTHSM2_CONF"] = str(conf)  # before the PKCS#11 module is loaded
-    pin = secrets.token_hex(8)
-    subprocess.run(
-        [
-            "softhsm2-util",
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--pin",
-            pin,
-            "--so-pin",
-            secrets.token_hex(8),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return {"conf": str(conf), "label": "bench", "pin": pin}
+    token = common.softhsm_token(tmp, "bench")
+    os.environ["SOFTHSM2_CONF"] = token["SOFTHSM2_CONF"]  # before the PKCS#11 module is loaded
+    return {
+        "conf": token["SOFTHSM2_CONF"],
+        "label": token["PKCS11_TOKEN_LABEL"],
+        "pin": Path(token["PKCS11_PIN_FILE"]).read_text(),
+    }
 
 
 # Runs in the child processes: module level so that spawn can import it.

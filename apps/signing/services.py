@@ -295,6 +295,7 @@ def _sign_batch_in_transaction(requests: list[Request]) -> dict[Request, SignOut
     ledger: dict[tuple[int, int], SpendLedgerEntry] = {}
     refusals: list[SigningRefusal] = []
     signed: list[Request] = []
+    told: list[Request] = []  # the engine hears of every request it can act on: signed or refused
     for request in requests:
         trade_id, attempt = request
         trade, txs = trades.get(trade_id), txs_by_request[request]
@@ -326,6 +327,7 @@ def _sign_batch_in_transaction(requests: list[Request]) -> dict[Request, SignOut
                         trade_id=trade_id, attempt=attempt, code=refused.code, detail=refused.detail[:2000]
                     )
                 )
+                told.append(request)
             outcomes[request] = SignOutcome(signed=False, refusal=str(refused))
             continue
         for record, (tx, _digest, _replaces, decision) in zip(records, planned, strict=True):
@@ -343,22 +345,18 @@ def _sign_batch_in_transaction(requests: list[Request]) -> dict[Request, SignOut
                     state.add_spend(scope=decision.scope, trade=trade, notional=decision.notional_usd)
         new_records.extend(records)
         signed.append(request)
+        told.append(request)
     _insert_records(new_records)
     if ledger:
         # An entry for this (scope, trade) already there is the same trade's earlier attempt: keep it.
         SpendLedgerEntry.objects.bulk_create(ledger.values(), ignore_conflicts=True)
     if refusals:
         SigningRefusal.objects.bulk_create(refusals)
-    by_request: dict[Request, list[int]] = {}
-    for record in new_records:
-        by_request.setdefault((record.trade_id, record.attempt), []).append(record.pk)
+    done.update((record.chain_transaction_id, record.pk) for record in new_records)
     for request in signed:
-        fresh = iter(by_request.get(request, []))
         outcomes[request] = SignOutcome(
-            signed=True,
-            records=tuple(done[tx.pk] if tx.pk in done else next(fresh) for tx in txs_by_request[request]),
+            signed=True, records=tuple(done[tx.pk] for tx in txs_by_request[request])
         )
-    told = [r for r in requests if r in signed or (r in outcomes and outcomes[r].refusal and r[0] in trades)]
     if len(told) == 1:
         enqueue_on_commit(SIGNED_TASK, *told[0])
     elif told:

@@ -13,31 +13,11 @@ from eth_utils import keccak, to_checksum_address
 from apps.chain.txcodec import encode_signed, signing_hash
 from apps.signing.backends.base import KeyBackend
 
-REQUIRED_FIELDS = ("chainId", "nonce", "to", "value", "data", "gas", "maxFeePerGas", "maxPriorityFeePerGas")
-ALLOWED_FIELDS = frozenset((*REQUIRED_FIELDS, "type", "accessList", "from"))
-
 
 @dataclass(frozen=True)
 class SignedTx:
     raw: bytes  # 0x02 || rlp([...signed fields])
     tx_hash: bytes  # keccak(raw): the hash the chain will know it by
-
-
-def _check(tx: dict) -> dict:
-    # eth-account ignores unknown keys (a stray gasPrice would be dropped silently): refuse them here.
-    missing = [name for name in REQUIRED_FIELDS if name not in tx]
-    if missing:
-        raise ValueError(f"EIP-1559 transaction is missing {', '.join(missing)}")
-    unknown = sorted(set(tx) - ALLOWED_FIELDS)
-    if unknown:
-        raise ValueError(f"EIP-1559 transaction has fields it cannot carry: {', '.join(unknown)}")
-    kind = tx.get("type", 2)
-    if (int(kind, 16) if isinstance(kind, str) else kind) != 2:
-        raise ValueError(f"only type 2 (EIP-1559) transactions are signed here, not type {kind!r}")
-    unsigned = {name: value for name, value in tx.items() if name != "from"}
-    unsigned["type"] = 2
-    unsigned.setdefault("accessList", [])
-    return unsigned
 
 
 def sign_transaction(backend: KeyBackend, key_id: str, tx: dict) -> SignedTx:
@@ -46,7 +26,9 @@ def sign_transaction(backend: KeyBackend, key_id: str, tx: dict) -> SignedTx:
 
     A `from` field, when present, must be the key's address.
     """
-    unsigned = _check(tx)
+    # apps.chain.txcodec refuses what it cannot encode faithfully (missing or unknown fields such as a
+    # stray gasPrice, another transaction type), naming the field.
+    unsigned = {name: value for name, value in tx.items() if name != "from"}
     if "from" in tx and to_checksum_address(tx["from"]) != backend.address_of(key_id=key_id):
         raise ValueError("the transaction's `from` is not the address of the signing key")
     signature = backend.sign_digest(key_id=key_id, digest=signing_hash(unsigned))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
@@ -40,6 +39,7 @@ from apps.trades.models import ChainTransaction, Trade, TradeState
 from apps.wallets.models import Wallet
 from apps.wallets.scope import scope_check
 from apps.wallets.services import nonce_allocate, nonce_release
+from project import locks
 from project.db import serializable_attempts
 from project.faults import crash_point
 from project.queues import enqueue_on_commit
@@ -887,7 +887,7 @@ def recover_stalled_trades(*, older_than: timedelta | None = None) -> int:
     every step is idempotent, so a duplicate does nothing."""
     window = older_than or timedelta(seconds=settings.TRADE_STALL_SECONDS)
     cutoff = timezone.now() - window
-    marks = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+    marks = locks.client()
     count = 0
     for trade in (
         Trade.objects.filter(updated_at__lt=cutoff)

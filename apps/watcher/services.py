@@ -23,6 +23,7 @@ from apps.chain.pool import RpcPool, pool_for
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.models import ChainTransaction, TradeState
 from apps.watcher.models import BlockHeader, Reorg
+from project import locks
 from project.locks import single_run
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,6 @@ class TickReport:
 # --- the single-run lock -------------------------------------------------------------------------
 
 
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
-
-
 @contextmanager
 def chain_lock(chain_id: int, *, client: redis.Redis | None = None) -> Iterator[bool]:
     """Yields True if this caller holds the chain's tick lock; released only by its holder."""
@@ -76,7 +73,7 @@ def chain_lock(chain_id: int, *, client: redis.Redis | None = None) -> Iterator[
 
 def chain_due(chain: Chain, *, client: redis.Redis | None = None) -> bool:
     """At most one tick per chain per block time, however often beat wakes the watcher."""
-    client = client or _redis()
+    client = client or locks.client()
     return bool(
         client.set(f"custos:watcher:due:{chain.chain_id}", "1", nx=True, px=max(250, chain.block_time_ms))
     )
