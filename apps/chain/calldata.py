@@ -7,10 +7,9 @@ not recognise, so only these shapes can ever be signed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 
-from eth_abi import decode, encode
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from apps.chain.abi import AbiError, decode, encode, selector, to_checksum_address
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,7 @@ class Function:
 
     @cached_property  # a frozen dataclass still has a __dict__ for it
     def selector(self) -> str:
-        return "0x" + function_signature_to_4byte_selector(self.signature).hex()
+        return "0x" + selector(self.signature).hex()
 
 
 SWAP_EXACT_TOKENS_FOR_TOKENS = Function(
@@ -46,10 +45,6 @@ SWAPS = {
     for f in (SWAP_EXACT_TOKENS_FOR_TOKENS, SWAP_EXACT_ETH_FOR_TOKENS, SWAP_EXACT_TOKENS_FOR_ETH)
 }
 BY_SELECTOR = {**SWAPS, APPROVE.selector: APPROVE}
-
-
-# Checksumming hashes the address; the same few (router, tokens, wallets) come back on every call.
-_checksum = lru_cache(maxsize=4096)(to_checksum_address)
 
 
 class CalldataError(ValueError):
@@ -86,13 +81,13 @@ def decode_call(data: str, *, value: int = 0) -> Swap | Approve:
         raise CalldataError(f"unknown function selector {selector}")
     try:
         args = decode(list(function.args), raw[4:])
-    except Exception as exc:  # eth_abi raises several decoding error types
+    except AbiError as exc:
         raise CalldataError(f"{function.name}: arguments do not decode ({type(exc).__name__})") from exc
     if encode(list(function.args), list(args)) != raw[4:]:
         # Trailing or non-canonical bytes could hide a second meaning: refuse them.
         raise CalldataError(f"{function.name}: non-canonical encoding")
     if function is APPROVE:
-        return Approve(spender=_checksum(args[0]), amount=int(args[1]))
+        return Approve(spender=to_checksum_address(args[0]), amount=int(args[1]))
     if function is SWAP_EXACT_ETH_FOR_TOKENS:
         amount_out_min, path, recipient, deadline = args
         amount_in = value
@@ -104,7 +99,7 @@ def decode_call(data: str, *, value: int = 0) -> Swap | Approve:
         function=function,
         amount_in=int(amount_in),
         amount_out_min=int(amount_out_min),
-        path=tuple(_checksum(a) for a in path),
-        recipient=_checksum(recipient),
+        path=tuple(to_checksum_address(a) for a in path),
+        recipient=to_checksum_address(recipient),
         deadline=int(deadline),
     )

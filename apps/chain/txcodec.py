@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from eth_utils import keccak, to_checksum_address
+from apps.chain.abi import keccak256, to_checksum_address
 
 TYPE = 2
 UINT256 = 2**256
@@ -123,7 +123,7 @@ def _unsigned_items(tx: dict) -> list[bytes]:
 
 def signing_hash(tx: dict) -> bytes:
     """keccak256(0x02 || rlp(unsigned fields)): the digest a key signs for this transaction."""
-    return keccak(bytes([TYPE]) + _rlp_list(_unsigned_items(tx)))
+    return keccak256(bytes([TYPE]) + _rlp_list(_unsigned_items(tx)))
 
 
 def payload_hash(tx: dict) -> str:

@@ -18,10 +18,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
-from eth_utils import is_checksum_address
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, UnsupportedMediaType, ValidationError
 
+from apps.chain.abi import is_checksum_address
 from apps.chain.models import Chain
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

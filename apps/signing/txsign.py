@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eth_utils import keccak, to_checksum_address
-
+from apps.chain.abi import keccak256, to_checksum_address
 from apps.chain.txcodec import encode_signed, signing_hash
 from apps.signing.backends.base import KeyBackend
 
@@ -17,7 +16,7 @@ from apps.signing.backends.base import KeyBackend
 @dataclass(frozen=True)
 class SignedTx:
     raw: bytes  # 0x02 || rlp([...signed fields])
-    tx_hash: bytes  # keccak(raw): the hash the chain will know it by
+    tx_hash: bytes  # keccak256(raw): the hash the chain will know it by
 
 
 def sign_transaction(backend: KeyBackend, key_id: str, tx: dict) -> SignedTx:
@@ -33,4 +32,4 @@ def sign_transaction(backend: KeyBackend, key_id: str, tx: dict) -> SignedTx:
         raise ValueError("the transaction's `from` is not the address of the signing key")
     signature = backend.sign_digest(key_id=key_id, digest=signing_hash(unsigned))
     raw = encode_signed(unsigned, y_parity=signature.v, r=signature.r, s=signature.s)
-    return SignedTx(raw=raw, tx_hash=keccak(raw))
+    return SignedTx(raw=raw, tx_hash=keccak256(raw))

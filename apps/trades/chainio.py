@@ -12,9 +12,8 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from eth_abi import decode, encode
-from eth_utils import keccak, to_checksum_address
 
+from apps.chain.abi import decode, encode, keccak256, to_checksum_address
 from apps.chain.models import Chain
 from apps.chain.pool import NoEndpointAvailable, pool_for
 
@@ -147,8 +146,8 @@ def allowance_slot(url: str, token: str) -> int | None:
     marker = 0xC057_05
     data = "0xdd62ed3e" + encode(["address", "address"], [owner, spender]).hex()
     for slot in range(12):
-        inner = keccak(encode(["address", "uint256"], [owner, slot]))
-        key = "0x" + keccak(encode(["address"], [spender]) + inner).hex()
+        inner = keccak256(encode(["address", "uint256"], [owner, slot]))
+        key = "0x" + keccak256(encode(["address"], [spender]) + inner).hex()
         override = {token: {"stateDiff": {key: "0x" + marker.to_bytes(32, "big").hex()}}}
         result = w3.provider.make_request("eth_call", [{"to": token, "data": data}, "latest", override])
         if int(result.get("result", "0x0") or "0x0", 16) == marker:
@@ -160,8 +159,8 @@ def allowance_override(url: str, token: str, owner: str, spender: str, amount: i
     slot = allowance_slot(url, token)
     if slot is None:
         return {}
-    inner = keccak(encode(["address", "uint256"], [owner, slot]))
-    key = "0x" + keccak(encode(["address"], [spender]) + inner).hex()
+    inner = keccak256(encode(["address", "uint256"], [owner, slot]))
+    key = "0x" + keccak256(encode(["address"], [spender]) + inner).hex()
     return {token: {"stateDiff": {key: "0x" + amount.to_bytes(32, "big").hex()}}}
 
 

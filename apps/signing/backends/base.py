@@ -13,7 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from coincurve import PublicKey
-from eth_utils import keccak, to_checksum_address
+
+from apps.chain.abi import keccak256, to_checksum_address
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = SECP256K1_N // 2
@@ -95,7 +96,7 @@ def address_from_public_key(public_key: bytes) -> str:
         raw = public_key
     else:
         raise ValueError("a public key is 04||X||Y (65 bytes) or X||Y (64 bytes)")
-    return to_checksum_address(keccak(bytes(raw))[-20:])
+    return to_checksum_address(keccak256(bytes(raw))[-20:])
 
 
 def normalise_signature(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from coincurve import PrivateKey
 from eth_account import Account
-from eth_utils import to_checksum_address
 
+from apps.chain.abi import to_checksum_address
 from apps.signing.backends.base import (
     KeyBackend,
     KeyBackendError,
