@@ -5,6 +5,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+admin.autodiscover()  # SimpleAdminConfig (project/settings/base.py): the admin loads with the URLs
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("apps.gateway.urls")),

@@ -6,4 +6,6 @@ class GatewayConfig(AppConfig):
     label = "gateway"
 
     def ready(self) -> None:
-        from apps.gateway import checks, schema  # noqa: F401 - register the system check and the OpenAPI auth extension
+        # The system check only; the OpenAPI auth extension registers with the URLs (apps/gateway/urls.py),
+        # so processes that serve no URL (the workers, beat) never import DRF's schema machinery.
+        from apps.gateway import checks  # noqa: F401

@@ -1,13 +1,12 @@
-"""A system check (run by `manage.py check`, `runserver` and every worker start): every route under
-/api/ that accepts a write must be a GatewayView, so validation_2026 cannot be skipped by a new
-endpoint even before the route-enumeration test runs."""
+"""A system check (tagged `urls`: run by `manage.py check`, `runserver` and `migrate`, so by `make run`
+and every deploy; not by the workers, which serve no URL): every route under /api/ that accepts a
+write must be a GatewayView, so validation_2026 cannot be skipped by a new endpoint even before the
+route-enumeration test runs."""
 
 from __future__ import annotations
 
-from django.core.checks import Error, register
+from django.core.checks import Error, Tags, register
 from django.urls import URLPattern, URLResolver, get_resolver
-
-from apps.gateway.validation_2026 import WRITE_METHODS
 
 
 def api_routes(resolver=None, prefix: str = ""):
@@ -22,9 +21,10 @@ def api_routes(resolver=None, prefix: str = ""):
                 yield prefix + str(entry.pattern), view_class
 
 
-@register()
+@register(Tags.urls)
 def write_routes_are_validated(app_configs=None, **kwargs):
     from apps.gateway.api.base import GatewayView
+    from apps.gateway.validation_2026 import WRITE_METHODS
 
     errors = []
     for route, view_class in api_routes():

@@ -3,6 +3,7 @@
 
 from django.urls import include, path, register_converter
 
+from apps.gateway import schema  # noqa: F401 - registers the OpenAPI auth extension before any schema is made
 from apps.gateway.api import views
 
 

@@ -25,7 +25,9 @@ ALLOW_DEMO_ADMIN = env.bool("ALLOW_DEMO_ADMIN", default=True)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Without autodiscovery: project/urls.py loads the admin modules, so only the processes that
+    # serve URLs (web, tests) import the admin and the gateway services it uses; workers stay smaller.
+    "django.contrib.admin.apps.SimpleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -4,7 +4,10 @@ Each trust level is its own process with its own queue; a worker refuses to star
 the broker or (for queues that use RPC) a chain does not answer as configured.
 """
 
+import os
+
 from django.conf import settings
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.chain.services import EndpointConfigError, rpc_endpoints_sync
@@ -16,6 +19,11 @@ RPC_QUEUES = {Queue.EXECUTION, Queue.WATCHER}
 
 class Command(BaseCommand):
     help = "Run one Custos worker (execution, signer, watcher, market, ml) or beat after start checks."
+    # The system checks a worker's work depends on. Not the URL, admin, template and static-file
+    # checks: they import the whole API and admin (DRF, drf-spectacular, every view), ~13 MiB in
+    # each worker process that serves no URL. `migrate` (run before every start by `make run`) and
+    # `manage.py check` run them all.
+    requires_system_checks = [Tags.models, Tags.signals, Tags.caches, Tags.compatibility, Tags.database]
 
     def add_arguments(self, parser):
         parser.add_argument("process", choices=[*[str(q) for q in Queue], "beat"])
@@ -34,6 +42,8 @@ class Command(BaseCommand):
         except (preflight.PreflightError, EndpointConfigError) as exc:
             raise CommandError(f"{process}: not starting: {exc}") from exc
 
+        # Celery's Django fixup would run every system check again in the worker, URLs included.
+        os.environ["CELERY_SKIP_CHECKS"] = "1"
         from celery_app import app
 
         if process == "beat":
