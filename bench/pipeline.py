@@ -13,6 +13,7 @@ paced at half the measured throughput (the pipeline's own latency without the qu
 object is the last line. Target: pipeline/(a) >= 1.0 and p50 < 300 ms.
 
 Run: .venv/bin/python bench/pipeline.py [--trades 200]
+(BENCH_EXECUTION_CONCURRENCY / BENCH_SIGNER_CONCURRENCY: pool children per worker, 2 by default.)
 """
 
 from __future__ import annotations
@@ -199,7 +200,12 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         "LOG_LEVEL": "WARNING",
         "SIGNER_MAX_TASKS_PER_CHILD": "0",
     }
-    for queue, role, concurrency in (("execution", "custos_engine", "2"), ("signer", "custos_signer", "2")):
+    concurrency_of = {
+        "execution": os.environ.get("BENCH_EXECUTION_CONCURRENCY", "2"),
+        "signer": os.environ.get("BENCH_SIGNER_CONCURRENCY", "2"),
+    }
+    for queue, role in (("execution", "custos_engine"), ("signer", "custos_signer")):
+        concurrency = concurrency_of[queue]
         workers.append(
             subprocess.Popen(
                 [sys.executable, "manage.py", "run_worker", queue, "--loglevel", "WARNING"],

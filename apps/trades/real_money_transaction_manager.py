@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
@@ -40,7 +40,7 @@ from apps.wallets.models import Wallet
 from apps.wallets.scope import scope_check
 from apps.wallets.services import nonce_allocate, nonce_release
 from project import locks
-from project.db import serializable_attempts
+from project.db import SerializationRetriesExhausted, is_retryable, serializable_attempts
 from project.faults import crash_point
 from project.queues import enqueue_on_commit
 
@@ -540,33 +540,66 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
                     audit_and_log(trade, "broadcast_nonce_consumed", {"tx": tx.tx_hash, "error": str(exc)})
                     continue
             elif any(m in message for m in NONCE_TOO_HIGH):
-                # Nodes that do not queue future nonces (Hardhat automine): the lower one is coming.
+                # Nodes that do not queue future nonces (Hardhat automine): the lower one is coming,
+                # unless its trade is signed but its signer's message was lost: catch it up.
+                _catch_up_signed_below(trade, int(tx.nonce))
                 raise chainio.NonceNotYetValid(str(exc)) from exc
             elif isinstance(exc, OSError):
                 raise chainio.ChainUnavailable(str(exc)) from exc
             else:
                 raise
         crash_point("broadcast.after_send")
-        with transaction.atomic():
-            # Only a SIGNED row becomes BROADCAST: a concurrent confirm may already have marked it
-            # REPLACED (its sibling was mined), and that verdict must not be overwritten.
-            if ChainTransaction.objects.filter(pk=tx.pk, broadcast_at__isnull=True).update(
-                broadcast_at=timezone.now(),
-                broadcast_block=head,
-                status=Case(
-                    When(
-                        status=ChainTransaction.Status.SIGNED, then=Value(ChainTransaction.Status.BROADCAST)
-                    ),
-                    default=F("status"),
-                ),
-            ):
-                audit_append(
-                    trade=tx.trade if tx.trade_id != trade.pk else trade,
-                    kind="broadcast",
-                    data={"tx": tx.tx_hash, "nonce": int(tx.nonce), "attempt": tx.attempt},
-                )
+        # Retried in place: a serialization failure here once ended the task with the trade's later
+        # transactions unsent, and on a node that refuses nonce gaps the whole wallet then waited
+        # for recover_stalled_trades.
+        for attempt in serializable_attempts(label="broadcast.record"):
+            with attempt:
+                _record_broadcast(trade, tx, head)
     enqueue_now(TASK_CONFIRM, trade.pk)
     return trade
+
+
+def _record_broadcast(trade: Trade, tx: ChainTransaction, head: int) -> None:
+    # Only a SIGNED row becomes BROADCAST: a concurrent confirm may already have marked it
+    # REPLACED (its sibling was mined), and that verdict must not be overwritten.
+    if ChainTransaction.objects.filter(pk=tx.pk, broadcast_at__isnull=True).update(
+        broadcast_at=timezone.now(),
+        broadcast_block=head,
+        status=Case(
+            When(status=ChainTransaction.Status.SIGNED, then=Value(ChainTransaction.Status.BROADCAST)),
+            default=F("status"),
+        ),
+    ):
+        audit_append(
+            trade=tx.trade if tx.trade_id != trade.pk else trade,
+            kind="broadcast",
+            data={"tx": tx.tx_hash, "nonce": int(tx.nonce), "attempt": tx.attempt},
+        )
+
+
+def _catch_up_signed_below(trade: Trade, nonce: int) -> None:
+    """The wallet's trades still in SIGNING below `nonce` whose every frozen transaction the signer
+    has signed: run their after-signing step now (idempotent; it persists the bytes and enqueues
+    their broadcast). A lost or delayed signer message otherwise jammed every later trade of the
+    wallet behind a nonce gap until recover_stalled_trades (TRADE_STALL_SECONDS) noticed."""
+    unsigned = ChainTransaction.objects.filter(
+        trade_id=OuterRef("pk"), attempt=1, signing_record__isnull=True
+    )
+    below = (
+        Trade.objects.filter(
+            wallet_id=trade.wallet_id,
+            chain_id=trade.chain_id,
+            state=S.SIGNING,
+            transactions__nonce__lt=nonce,
+            transactions__signing_record__isnull=False,
+        )
+        .exclude(Exists(unsigned))
+        .exclude(pk=trade.pk)
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for trade_id in sorted(below):
+        trade_after_signing(trade_id=trade_id, attempt=1)
 
 
 def _unsent_below(trade: Trade, nonce: int) -> list[ChainTransaction]:
@@ -589,8 +622,9 @@ def _unsent_below(trade: Trade, nonce: int) -> list[ChainTransaction]:
 
 
 def audit_and_log(trade: Trade, kind: str, data: dict) -> None:
-    with transaction.atomic():
-        audit_append(trade=trade, kind=kind, data=data)
+    for attempt in serializable_attempts(label=f"audit {kind}"):
+        with attempt:
+            audit_append(trade=trade, kind=kind, data=data)
     logger.warning(kind, extra={"trade": trade.pk, **{k: str(v) for k, v in data.items()}})
 
 
@@ -695,14 +729,22 @@ def _first_mined(w3, candidates: list[ChainTransaction]):
 
 def _record_mined(trade: Trade, tx: ChainTransaction, receipt, block_hash: str, candidates) -> None:
     status = ChainTransaction.Status.MINED if receipt["status"] == 1 else ChainTransaction.Status.REVERTED
-    with transaction.atomic():
-        others = [c.pk for c in candidates if c.pk != tx.pk]
-        ChainTransaction.objects.filter(pk__in=others).update(status=ChainTransaction.Status.REPLACED)
-        if tx.receipt_block_hash == block_hash:
-            return  # receipt already recorded; only late siblings needed retiring
-        ChainTransaction.objects.filter(pk=tx.pk).update(
-            receipt_block_number=receipt["blockNumber"], receipt_block_hash=block_hash, status=status
-        )
+    for attempt in serializable_attempts(label="confirm.record_mined"):
+        with attempt:
+            _record_mined_once(trade, tx, receipt, block_hash, candidates, status)
+
+
+def _record_mined_once(trade, tx, receipt, block_hash, candidates, status) -> None:
+    others = [c.pk for c in candidates if c.pk != tx.pk]
+    ChainTransaction.objects.filter(pk__in=others).update(status=ChainTransaction.Status.REPLACED)
+    if tx.receipt_block_hash == block_hash:
+        return  # receipt already recorded; only late siblings needed retiring
+    # Conditional, so a concurrent confirm that recorded the same receipt first leaves one event.
+    if (
+        ChainTransaction.objects.filter(pk=tx.pk)
+        .exclude(receipt_block_hash=block_hash)
+        .update(receipt_block_number=receipt["blockNumber"], receipt_block_hash=block_hash, status=status)
+    ):
         audit_append(
             trade=trade,
             kind="mined",
@@ -935,7 +977,14 @@ def confirm_all() -> int:
     sent = ChainTransaction.objects.filter(trade_id=OuterRef("pk"), broadcast_at__isnull=False)
     ids = list(Trade.objects.filter(state=S.CONFIRMING).filter(Exists(sent)).values_list("pk", flat=True))
     for trade_id in ids:
-        trade_confirm(trade_id=trade_id)
+        try:
+            trade_confirm(trade_id=trade_id)
+        except (SerializationRetriesExhausted, OperationalError) as exc:
+            # One trade's contention must not cost every later trade its check: the next tick (or
+            # the trade's own confirm task) looks again.
+            if isinstance(exc, OperationalError) and not is_retryable(exc):
+                raise
+            logger.info("confirm skipped this tick: contention", extra={"trade": trade_id})
     return len(ids)
 
 

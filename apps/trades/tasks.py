@@ -8,10 +8,11 @@ through a transition)."""
 import random
 
 from django.conf import settings
+from django.db import OperationalError
 
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.chainio import ChainUnavailable, NonceNotYetValid
-from project.db import SerializationRetriesExhausted
+from project.db import SerializationRetriesExhausted, is_retryable
 from project.locks import single_run
 from project.queues import Queue, custos_task
 
@@ -27,9 +28,12 @@ RETRY = {
 def _run(task, step, **kwargs) -> None:
     try:
         step(**kwargs)
-    except (SerializationRetriesExhausted, NonceNotYetValid) as exc:
+    except (SerializationRetriesExhausted, NonceNotYetValid, OperationalError) as exc:
         # Transient by nature: the competing transaction has committed, or the lower nonce is one
-        # step behind. Come back in a moment rather than after a growing backoff.
+        # step behind. Come back in a moment rather than after a growing backoff. (A serialization
+        # failure outside a retried transaction lands here too: every step is idempotent.)
+        if isinstance(exc, OperationalError) and not is_retryable(exc):
+            raise
         raise task.retry(exc=exc, countdown=random.uniform(0.05, 0.4), max_retries=600) from exc  # noqa: S311
 
 

@@ -77,6 +77,15 @@ def _run_to_confirming(trade: Trade) -> Trade:
     return Trade.objects.get(pk=trade.pk)
 
 
+def _to_signing(wallet, key: str) -> Trade:
+    trade = _submit(wallet, key=key, amount_in=10 * 10**6)
+    rmtm.trade_simulate(trade_id=trade.pk)
+    rmtm.trade_validate(trade_id=trade.pk)
+    trade.refresh_from_db()
+    assert trade.state == "SIGNING", trade.reason
+    return trade
+
+
 def _mine(url: str, blocks: int) -> None:
     w3 = Web3(Web3.HTTPProvider(url))
     for _ in range(blocks):
@@ -433,12 +442,7 @@ def test_nonces_of_a_refused_trade_below_others_are_reused_so_no_gap_jams_the_wa
     scoped_wallet, deployed_devchain
 ):
     def to_signing(key: str) -> Trade:
-        trade = _submit(scoped_wallet, key=key, amount_in=10 * 10**6)
-        rmtm.trade_simulate(trade_id=trade.pk)
-        rmtm.trade_validate(trade_id=trade.pk)
-        trade.refresh_from_db()
-        assert trade.state == "SIGNING", trade.reason
-        return trade
+        return _to_signing(scoped_wallet, key)
 
     def nonces(trade: Trade) -> list[int]:
         return sorted(int(n) for n in trade.transactions.values_list("nonce", flat=True))
@@ -468,6 +472,29 @@ def test_nonces_of_a_refused_trade_below_others_are_reused_so_no_gap_jams_the_wa
     w3 = Web3(Web3.HTTPProvider(deployed_devchain))
     assert w3.eth.get_transaction_count(scoped_wallet.address) == 4
     assert refused.events.filter(kind="nonces_released", data__how="pooled").exists()
+
+
+def test_a_later_broadcast_catches_up_a_signed_trade_whose_signer_message_was_lost(
+    scoped_wallet, deployed_devchain
+):
+    lower, upper = _to_signing(scoped_wallet, "lost-lower"), _to_signing(scoped_wallet, "lost-upper")
+    # Both signed; the engine hears only of the upper one (the lower one's message is lost: no
+    # worker runs here, and the test never calls its after-signing step).
+    assert signer.trade_sign(trade_id=lower.pk, attempt=1).signed
+    assert signer.trade_sign(trade_id=upper.pk, attempt=1).signed
+    rmtm.trade_after_signing(trade_id=upper.pk, attempt=1)
+    with pytest.raises(rmtm.chainio.NonceNotYetValid):  # the lower nonces are not on the wire yet
+        rmtm.trade_broadcast(trade_id=upper.pk)
+    lower.refresh_from_db()
+    assert lower.state == "CONFIRMING"  # caught up: bytes persisted, its broadcast enqueued
+    assert lower.events.filter(kind="start_confirming").count() == 1
+    rmtm.trade_broadcast(trade_id=upper.pk)  # sends the lower trade's bytes first, then its own
+    _mine(deployed_devchain, 2)
+    for trade in (lower, upper):
+        rmtm.trade_confirm(trade_id=trade.pk)
+        assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    assert w3.eth.get_transaction_count(scoped_wallet.address) == 4
 
 
 def test_nonces_released_at_the_top_rewind_the_cursor(scoped_wallet):
