@@ -166,7 +166,7 @@ WORKER_POOL_ML = env.str("WORKER_POOL_ML", default="prefork")
 # never outlives the task that used it.
 SIGNER_MAX_TASKS_PER_CHILD = env.int("SIGNER_MAX_TASKS_PER_CHILD", default=1)
 # At most this many waiting trades are judged and signed in one signer transaction (1: one by one).
-SIGNER_BATCH_SIZE = env.int("SIGNER_BATCH_SIZE", default=32)
+SIGNER_BATCH_SIZE = env.int("SIGNER_BATCH_SIZE", default=64)
 # How often beat probes every RPC endpoint (chain id, head, latency).
 RPC_PROBE_INTERVAL_SECONDS = env.int("RPC_PROBE_INTERVAL_SECONDS", default=30)
 
