@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, say  # noqa: E402 - after the path setup above
+from bench.common import free_port, say, stop_groups  # noqa: E402 - after the path setup above
 
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 DAI = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
@@ -265,12 +264,8 @@ def main() -> None:
         )
         client.close()
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        if server is not None:
+            stop_groups([server])
         connection.close()
         connection.creation.destroy_test_db(old_name, verbosity=0)
         redis.Redis.from_url(settings.REDIS_URL).flushdb()

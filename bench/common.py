@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -12,6 +13,19 @@ from pathlib import Path
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+def stop_groups(processes: list[subprocess.Popen], timeout: float = 20) -> None:
+    """SIGTERM each still-running process group (started with start_new_session), SIGKILL what has
+    not exited within `timeout` seconds."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def free_port() -> int:

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, redis_start, say, softhsm_token  # noqa: E402 - after the path setup above
+from bench.common import free_port, redis_start, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
 
 T3MICRO = ROOT / "deploy" / "t3micro"
 BUDGET_MIB = 700
@@ -317,14 +317,7 @@ def main() -> None:
             if process.poll() is not None:
                 say(f"warning: {name} exited during the run (code {process.returncode})")
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_groups(processes)
         try:
             from django.db import connections
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, say, softhsm_token  # noqa: E402 - after the path setup above
+from bench.common import free_port, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
 
 ENDED = ("REJECTED", "FAILED", "CANCELLED")
 
@@ -77,14 +76,7 @@ def main() -> None:
         devchain.deploy_devchain(url=url, log=lambda _m: None)
         results = run(args.trades, url, tmp, env_common, workers)
     finally:
-        for process in workers:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in workers:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_groups(workers)
         connection.close()
         connection.creation.destroy_test_db(old_name, verbosity=0)
         devchain.node_stop(tmp / "node.pid")

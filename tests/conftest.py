@@ -40,6 +40,21 @@ def deployed_devchain(hardhat_url, db):
 
 
 @pytest.fixture
+def keystore(settings, tmp_path):
+    """The keystore backend on a temporary directory at a test's scrypt cost, the default backend."""
+    from apps.signing import services as signer
+
+    (tmp_path / "pass").write_text("test passphrase")
+    settings.KEYSTORE_DIR = str(tmp_path / "keys")
+    settings.KEYSTORE_PASSPHRASE_FILE = str(tmp_path / "pass")
+    settings.KEYSTORE_SCRYPT_N = 2**10
+    settings.KEY_BACKEND_DEFAULT = "keystore"
+    signer.backend.cache_clear()
+    yield
+    signer.backend.cache_clear()
+
+
+@pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     """The test Redis database, emptied before and after the test."""
     client = redis.Redis.from_url(settings.REDIS_URL)

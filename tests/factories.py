@@ -146,3 +146,31 @@ def signing_trade(
         tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
         tx.save()
     return trade
+
+
+def model_version_row(**overrides):
+    """An active ModelVersion row with no weights behind it: enough for the advisory gate, which
+    reads advice rows only."""
+    from apps.ml.models import ModelVersion
+
+    now = timezone.now()
+    fields = {
+        "name": "mlp-h1",
+        "horizon_bars": 1,
+        "bar_seconds": 3600,
+        "features": ["ret_1"],
+        "feature_spec": {},
+        "feature_stats": {},
+        "hidden_units": 8,
+        "trained_on": ["test"],
+        "train_start": now,
+        "train_end": now,
+        "samples": {},
+        "metrics": {},
+        "seed": 1,
+        "device": "cpu",
+        "weights_file": "x.pt",
+        "weights_sha256": "0" * 64,
+        "active": True,
+    }
+    return ModelVersion.objects.create(**{**fields, **overrides})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from tests.gateway.conftest import Owner, keystore, registry, submitted_trade  # noqa: F401 - fixtures
+from tests.gateway.conftest import Owner, registry, submitted_trade  # noqa: F401 - fixtures
 
 STAFF_PASSWORD = "staff-password-for-tests"
 

@@ -31,18 +31,6 @@ def registry(db):
     return {"chain": chain, "usdc": usdc, "dai": dai, "dex": dex}
 
 
-@pytest.fixture
-def keystore(settings, tmp_path):
-    (tmp_path / "pass").write_text("gateway test passphrase")
-    settings.KEYSTORE_DIR = str(tmp_path / "keys")
-    settings.KEYSTORE_PASSPHRASE_FILE = str(tmp_path / "pass")
-    settings.KEYSTORE_SCRYPT_N = 2**10
-    settings.KEY_BACKEND_DEFAULT = "keystore"
-    signer.backend.cache_clear()
-    yield
-    signer.backend.cache_clear()
-
-
 class Owner:
     def __init__(self, username: str):
         self.user = UserFactory(username=username)

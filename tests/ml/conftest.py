@@ -12,11 +12,10 @@ from django.utils import timezone
 from apps.chain.models import Chain, Dex, Token
 from apps.market.models import MarketSource, PriceTick
 from apps.ml.data import PricePoint
-from apps.ml.models import ModelVersion
 from apps.trades.models import Trade
 from apps.wallets.models import Wallet
 from apps.wallets.services import scope_grant
-from tests.factories import walk_to
+from tests.factories import model_version_row, walk_to
 
 GWEI = 10**9
 WETH = "0x00000000000000000000000000000000000000A1"
@@ -72,26 +71,7 @@ def world(db):
 @pytest.fixture
 def version(db):
     # Gate tests need a model version row only (the gate never loads weights).
-    now = timezone.now()
-    return ModelVersion.objects.create(
-        name="mlp-h1",
-        horizon_bars=1,
-        bar_seconds=3600,
-        features=["ret_1"],
-        feature_spec={},
-        feature_stats={},
-        hidden_units=8,
-        trained_on=["test"],
-        train_start=now,
-        train_end=now,
-        samples={},
-        metrics={},
-        seed=1,
-        device="cpu",
-        weights_file="x.pt",
-        weights_sha256="0" * 64,
-        active=True,
-    )
+    return model_version_row()
 
 
 def store_prices(points: list[PricePoint], *, token: Token, source: MarketSource, quote: Token | None = None):

@@ -19,20 +19,9 @@ from apps.trades.audit import audit_verify
 from apps.trades.models import ChainTransaction, Trade, TradeEvent
 from apps.wallets.models import NonceCursor
 from apps.wallets.services import wallet_create
-from tests.factories import UserFactory, grant_scope
+from tests.factories import UserFactory, grant_scope, model_version_row
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chain]
-
-
-@pytest.fixture
-def keystore(settings, tmp_path):
-    (tmp_path / "pass").write_text("engine test passphrase")
-    settings.KEYSTORE_DIR = str(tmp_path / "keys")
-    settings.KEYSTORE_PASSPHRASE_FILE = str(tmp_path / "pass")
-    settings.KEYSTORE_SCRYPT_N = 2**10
-    signer.backend.cache_clear()
-    yield
-    signer.backend.cache_clear()
 
 
 @pytest.fixture
@@ -510,30 +499,10 @@ def test_nonces_released_at_the_top_rewind_the_cursor(scoped_wallet):
 
 
 def test_an_enabled_advisory_gate_rejects_a_trade_the_advice_opposes_and_signs_nothing(scoped_wallet):
-    from apps.ml.models import ModelVersion
     from apps.ml.services import advice_gate_set, advice_record
 
     usdc, dai = _tokens()
-    now = timezone.now()
-    version = ModelVersion.objects.create(  # the gate reads advice rows only, never weights
-        name="mlp-h1",
-        horizon_bars=1,
-        bar_seconds=3600,
-        features=["ret_1"],
-        feature_spec={},
-        feature_stats={},
-        hidden_units=8,
-        trained_on=["test"],
-        train_start=now,
-        train_end=now,
-        samples={},
-        metrics={},
-        seed=1,
-        device="cpu",
-        weights_file="x.pt",
-        weights_sha256="0" * 64,
-        active=True,
-    )
+    version = model_version_row()  # the gate reads advice rows only, never weights
     opposed = _submit(scoped_wallet, key="gate-off")
     advice_record(  # dDAI very likely falls against dUSDC: the trade buys dDAI with dUSDC
         token_id=dai.pk,

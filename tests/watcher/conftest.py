@@ -36,17 +36,6 @@ def _node_restored(hardhat_url):
 
 
 @pytest.fixture
-def keystore(settings, tmp_path):
-    (tmp_path / "pass").write_text("watcher test passphrase")
-    settings.KEYSTORE_DIR = str(tmp_path / "keys")
-    settings.KEYSTORE_PASSPHRASE_FILE = str(tmp_path / "pass")
-    settings.KEYSTORE_SCRYPT_N = 2**10
-    signer.backend.cache_clear()
-    yield
-    signer.backend.cache_clear()
-
-
-@pytest.fixture
 def scoped_wallet(deployed_devchain, keystore):
     wallet = wallet_create(owner=UserFactory(), label="watcher", key_backend="keystore")
     wallet = signer.wallet_key_create(wallet_id=wallet.pk)
