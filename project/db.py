@@ -23,10 +23,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, OperationalError, connections, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +162,38 @@ def serializable(
         return wrapper
 
     return decorate
+
+
+# Advisory lock namespaces (the first of pg_advisory_lock's two int4 keys).
+LOCK_WALLET_NONCES = 1
+
+
+@contextmanager
+def queued_for(namespace: int, key: int, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """Wait in line for a PostgreSQL session-level advisory lock, taken before (never inside) the
+    SERIALIZABLE transactions run in the block, and released after them.
+
+    For transactions that all write one row (a wallet's nonce cursor): run at once, each would do its
+    whole body and all but one would then fail with a serialization error and start again. Queued,
+    each begins after the previous one committed, so its snapshot already holds that commit. The lock
+    only saves wasted attempts: the transactions keep their own isolation and retries, and the
+    database's constraints stay the guarantee. A dead process's session ends and its lock with it.
+    Waiting longer than DB_LOCK_TIMEOUT_MS is contention like any other: the step comes back later."""
+    connection = connections[using]
+    if connection.in_atomic_block:
+        raise RuntimeError("an advisory lock must be taken outside the transaction it orders")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [namespace, key])
+    except OperationalError as exc:
+        if sqlstate_of(exc) != "55P03":  # lock_not_available: lock_timeout passed
+            raise
+        raise SerializationRetriesExhausted(0, exc) from exc
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])
+        except DatabaseError:
+            pass  # the session is gone, and its locks with it

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection, transaction
 
 from apps.chain.models import Chain
-from project.db import SerializationRetriesExhausted, serializable, serializable_attempts
+from project.db import SerializationRetriesExhausted, queued_for, serializable, serializable_attempts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -158,3 +159,38 @@ def test_connection_runs_serializable_with_timeouts():
     assert statement == "15s"
     assert lock == "5s"
     assert idle == "1min"
+
+
+def test_transactions_queued_for_one_lock_do_not_conflict_on_the_row_they_all_write():
+    """Both read, then write, one row; the second starts while the first is inside its transaction.
+    Unqueued, the second would fail with a serialization error and re-run; queued, it begins after
+    the first committed, sees its write, and commits at the first attempt."""
+    row = Chain.objects.create(chain_id=900_003, name="queued", confirmations_required=0)
+    first_inside = threading.Event()
+    attempts: dict[int, int] = {}
+
+    def body(thread: int) -> None:
+        if thread == 1:
+            assert first_inside.wait(10)
+        with queued_for(99, row.pk):
+            for attempt in serializable_attempts(label=f"queued {thread}"):
+                with attempt:
+                    attempts[thread] = attempt.number
+                    current = Chain.objects.get(pk=row.pk).confirmations_required
+                    if thread == 0:
+                        first_inside.set()
+                        time.sleep(0.5)  # the other one is waiting at the lock by now
+                    Chain.objects.filter(pk=row.pk).update(confirmations_required=current + 1)
+
+    errors = _race(body)
+
+    assert errors == []
+    assert attempts == {0: 1, 1: 1}
+    row.refresh_from_db()
+    assert row.confirmations_required == 2
+
+
+def test_the_queue_lock_is_refused_inside_a_transaction():
+    with transaction.atomic(), pytest.raises(RuntimeError, match="outside the transaction"):
+        with queued_for(99, 1):
+            pass

@@ -6,7 +6,8 @@ eth-abi and eth-utils import pydantic and more (~25 MiB in each process that imp
 the processes that never build a transaction (web, beat, watcher, market) must not pay for on a
 1 GiB machine (docs/t3micro.md). tests/chain/test_abi.py holds this module to eth-abi and eth-utils.
 
-Types: `uint256` and `address` (static, one 32-byte word each) and `address[]`, `string`, `bytes`
+Types: `uint256` and `address` (static, one 32-byte word each) and `address[]`, `uint256[]`,
+`string`, `bytes`
 (dynamic: an offset word in the head, then length and data in the tail, in argument order).
 `encode` writes the canonical encoding. `decode` refuses a word or a tail outside the data, an
 address word whose upper 12 bytes are not zero and a string that is not UTF-8; it does not refuse
@@ -24,7 +25,7 @@ from Crypto.Hash import keccak as _keccak
 WORD = 32
 UINT256_MAX = 2**256 - 1
 STATIC = frozenset({"uint256", "address"})
-DYNAMIC = frozenset({"address[]", "string", "bytes"})
+DYNAMIC = frozenset({"address[]", "uint256[]", "string", "bytes"})
 _HEX40 = re.compile(r"(?:0[xX])?([0-9a-fA-F]{40})")
 
 
@@ -116,10 +117,11 @@ def _encode_static(kind: str, value: object) -> bytes:
 
 
 def _encode_dynamic(kind: str, value: object) -> bytes:
-    if kind == "address[]":
+    if kind in ("address[]", "uint256[]"):
         if not isinstance(value, list | tuple):
-            raise AbiError(f"address[]: expected a list, got {type(value).__name__}")
-        return len(value).to_bytes(WORD, "big") + b"".join(_address_word(v) for v in value)
+            raise AbiError(f"{kind}: expected a list, got {type(value).__name__}")
+        word = _address_word if kind == "address[]" else _uint_word
+        return len(value).to_bytes(WORD, "big") + b"".join(word(v) for v in value)
     if kind == "string":
         if not isinstance(value, str):
             raise AbiError(f"string: expected str, got {type(value).__name__}")
@@ -172,10 +174,13 @@ def _decode_dynamic(kind: str, data: bytes, offset: int) -> object:
     length = int.from_bytes(_word_at(data, offset, f"{kind} length"), "big")
     start = offset + WORD
     room = len(data) - start
-    if kind == "address[]":
+    if kind in ("address[]", "uint256[]"):
         if length > room // WORD:
-            raise AbiError(f"address[]: {length} elements do not fit in the data")
-        return tuple(_decode_address(data[start + WORD * i : start + WORD * (i + 1)]) for i in range(length))
+            raise AbiError(f"{kind}: {length} elements do not fit in the data")
+        words = (data[start + WORD * i : start + WORD * (i + 1)] for i in range(length))
+        if kind == "uint256[]":
+            return tuple(int.from_bytes(w, "big") for w in words)
+        return tuple(_decode_address(w) for w in words)
     if length > room:
         raise AbiError(f"{kind}: {length} bytes do not fit in the data")
     raw = data[start : start + length]

@@ -306,6 +306,28 @@ class RpcPool:
                 return results
         raise NoEndpointAvailable(f"{self._nothing_available()}; batch: {'; '.join(errors)}")
 
+    def exchange(
+        self, calls: Sequence[tuple[str, Sequence]], *, url: str | None = None
+    ) -> tuple[str, list[dict]]:
+        """Calls in one HTTP request to one endpoint (`url`, or the best that answers), each item's
+        answer as the node gave it, `result` or `error`: for reads whose JSON-RPC errors are answers
+        (a revert, an unknown receipt) rather than faults of the endpoint. Returns the endpoint's URL,
+        so later reads that must see the same view of the chain can name it."""
+        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in enumerate(calls)]
+        errors = []
+        for ep in self.candidates():
+            if url is not None and ep.url != url:
+                continue
+            answer = self._post(ep, body)
+            if answer.ok and isinstance(answer.payload, list):
+                by_id = {item.get("id"): item for item in answer.payload if isinstance(item, dict)}
+                if all(i in by_id for i in range(len(calls))):
+                    return ep.url, [by_id[i] for i in range(len(calls))]
+                errors.append(f"{ep.name}: {len(by_id)} of {len(calls)} answers")
+            else:
+                errors.append(answer.error or f"{ep.name}: unexpected response shape")
+        raise NoEndpointAvailable(f"{self._nothing_available()}; exchange: {'; '.join(errors) or url}")
+
     def pending_nonce(self, address: str) -> int:
         """The highest pending nonce any usable endpoint reports: a lagging or forgetful endpoint can
         only report a lower one, so it can never hand out a nonce that is already used."""

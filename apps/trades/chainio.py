@@ -1,47 +1,33 @@
 """The engine's chain reads and writes: quotes, simulation, balances, fees, nonces, broadcast, receipts.
 
-One Web3 instance per endpoint URL per process (its chain id cached), so a built transaction costs
-no extra round trips. The RPC pool with health and quorum replaces `endpoint_for` in the chain-truth
-work; everything here goes through that one function.
+Plain JSON-RPC through the chain's RPC pool (apps.chain.pool: rotation, failover, health), with
+calldata built and results read by our own ABI codec (apps.chain.abi), and the reads of one step
+sent as one batch. web3.py is not used here: its middleware, formatters and contract objects cost
+~60 ms of CPU per simulated trade (17 HTTP requests, eight of them for the chain id), which made the
+execution worker the pipeline's bottleneck (docs/critical-path.md, "Throughput").
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING
+from typing import Any
 
 from django.conf import settings
 
-from apps.chain.abi import decode, encode, keccak256, to_checksum_address
+from apps.chain.abi import AbiError, decode, encode, keccak256, selector
 from apps.chain.models import Chain
-from apps.chain.pool import NoEndpointAvailable, pool_for
+from apps.chain.pool import NoEndpointAvailable, RpcPool, pool_for
+from apps.chain.rpc import RpcError
 
-if TYPE_CHECKING:
-    from web3 import Web3
-
-# web3 (with eth-account and aiohttp, ~55 MiB per process) is imported where a chain call is made,
-# not here: the API and beat import this module through the transaction manager and never call
-# the chain, and on a 1 GiB machine every process pays for what it imports (docs/t3micro.md).
-
-ERC20_ABI = [
-    {
-        "name": "balanceOf",
-        "type": "function",
-        "stateMutability": "view",
-        "inputs": [{"name": "a", "type": "address"}],
-        "outputs": [{"name": "", "type": "uint256"}],
-    },
-    {
-        "name": "allowance",
-        "type": "function",
-        "stateMutability": "view",
-        "inputs": [{"name": "o", "type": "address"}, {"name": "s", "type": "address"}],
-        "outputs": [{"name": "", "type": "uint256"}],
-    },
-]
 ERROR_STRING = bytes.fromhex("08c379a0")
 PANIC = bytes.fromhex("4e487b71")
+GET_AMOUNTS_OUT = selector("getAmountsOut(uint256,address[])")
+ALLOWANCE = selector("allowance(address,address)")
+BALANCE_OF = selector("balanceOf(address)")
+GET_PAIR = selector("getPair(address,address)")
+GET_RESERVES = selector("getReserves()")
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 class ChainUnavailable(Exception):
@@ -59,63 +45,110 @@ class SimulationReverted(Exception):
         super().__init__(reason)
 
 
-def endpoint_for(chain: Chain) -> str:
-    """The pool's best endpoint now: for reads that must all come from one node (a pinned simulation)."""
+def _pool(chain: Chain) -> RpcPool:
+    """The chain's pool (one database read for its endpoint list): taken once per step."""
+    return pool_for(chain)
+
+
+def _exchange(
+    pool: RpcPool, calls: list[tuple[str, list]], *, url: str | None = None
+) -> tuple[str, list[dict]]:
     try:
-        return pool_for(chain).best_url()
+        return pool.exchange(calls, url=url)
     except NoEndpointAvailable as exc:
         raise ChainUnavailable(str(exc)) from exc
 
 
-@cache
-def _web3(url: str) -> Web3:
-    from web3 import Web3
-
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": settings.RPC_TIMEOUT_SECONDS}))
-    return w3
-
-
-def web3_for(chain: Chain) -> Web3:
-    """A Web3 whose every request goes through the chain's RPC pool (rotation and failover)."""
-    from web3 import Web3
-
-    from apps.chain.provider import PoolProvider
-
-    pool = pool_for(chain)
-    w3 = _pool_web3.get(chain.chain_id)
-    if w3 is None or w3.provider.pool is not pool:
-        w3 = _pool_web3[chain.chain_id] = Web3(PoolProvider(pool))
-    return w3
+def _call(chain: Chain, method: str, params: list) -> Any:
+    try:
+        return _pool(chain).call(method, params)
+    except (NoEndpointAvailable, RpcError) as exc:
+        raise ChainUnavailable(str(exc)) from exc
 
 
-_pool_web3: dict[int, Web3] = {}
+def _eth_call(to: str, data: bytes, block: str, override: dict | None = None) -> tuple[str, list]:
+    params: list = [{"to": to, "data": "0x" + data.hex()}, block]
+    if override:
+        params.append(override)
+    return ("eth_call", params)
+
+
+def _returned(answer: dict, types: list[str], what: str) -> tuple:
+    """An eth_call's return data read as `types`; a node's error or undecodable data is the chain not
+    answering as it should: the step is retried, never decided on."""
+    if answer.get("error"):
+        raise ChainUnavailable(f"{what}: {answer['error']}")
+    try:
+        return decode(types, bytes.fromhex(str(answer.get("result") or "0x")[2:]))
+    except (AbiError, ValueError) as exc:
+        raise ChainUnavailable(f"{what}: {exc}") from exc
+
+
+def endpoint_for(chain: Chain) -> str:
+    """The pool's best endpoint now."""
+    try:
+        return _pool(chain).best_url()
+    except NoEndpointAvailable as exc:
+        raise ChainUnavailable(str(exc)) from exc
+
+
+def block_number(chain: Chain) -> int:
+    return int(_call(chain, "eth_blockNumber", []), 16)
 
 
 def send_raw(chain: Chain, raw: bytes) -> str:
     """Broadcast the same signed bytes to every endpoint allowed to take them."""
-    return pool_for(chain).send_raw_transaction(raw)
+    return _pool(chain).send_raw_transaction(raw)
 
 
 def quorum_block_hash(chain: Chain, number: int) -> str | None:
     """The settlement gate's read: the block hash at `number` if a quorum of endpoints agree."""
-    return pool_for(chain).quorum_block_hash(number)
+    return _pool(chain).quorum_block_hash(number)
 
 
 def pending_nonce(chain: Chain, owner: str) -> int:
+    return _pending_nonce(_pool(chain), owner)
+
+
+def _pending_nonce(pool: RpcPool, owner: str) -> int:
     try:
-        return pool_for(chain).pending_nonce(owner)
+        return pool.pending_nonce(owner)
     except NoEndpointAvailable as exc:
         raise ChainUnavailable(str(exc)) from exc
 
 
-def router_contract(w3: Web3, router: str):
-    from apps.chain import devchain
+@dataclass(frozen=True)
+class Receipt:
+    status: int
+    block_number: int
+    block_hash: str  # 0x-prefixed, lowercase
+    gas_used: int
 
-    return w3.eth.contract(address=router, abi=devchain.load_artifact("UniswapV2Router02")["abi"])
+
+def receipts(chain: Chain, tx_hashes: list[str]) -> list[Receipt | None]:
+    """The receipt of each transaction (None: not mined, or unknown to the endpoint), in one request."""
+    if not tx_hashes:
+        return []
+    _url, answers = _exchange(_pool(chain), [("eth_getTransactionReceipt", [h]) for h in tx_hashes])
+    found: list[Receipt | None] = []
+    for answer in answers:
+        raw = answer.get("result")
+        if not isinstance(raw, dict) or raw.get("blockNumber") is None:
+            found.append(None)
+            continue
+        found.append(
+            Receipt(
+                status=int(raw["status"], 16),
+                block_number=int(raw["blockNumber"], 16),
+                block_hash=str(raw["blockHash"]).lower(),
+                gas_used=int(raw["gasUsed"], 16),
+            )
+        )
+    return found
 
 
-def erc20(w3: Web3, token: str):
-    return w3.eth.contract(address=token, abi=ERC20_ABI)
+def receipt(chain: Chain, tx_hash: str) -> Receipt | None:
+    return receipts(chain, [tx_hash])[0]
 
 
 def decode_revert(data) -> str:
@@ -127,41 +160,100 @@ def decode_revert(data) -> str:
     return "reverted without a reason" if not raw else f"reverted with data 0x{raw.hex()}"
 
 
-def revert_reason(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    data = getattr(exc, "data", None)
+def _rpc_error_reason(error: dict) -> str:
+    data = error.get("data")
+    if isinstance(data, dict):
+        data = data.get("data")
     if isinstance(data, str) and data.startswith("0x") and len(data) > 2:
         try:
             return decode_revert(data)
-        except Exception:  # noqa: BLE001 - fall back to the node's message
-            return message
-    return message
+        except Exception:  # noqa: BLE001, S110 - undecodable data: the node's message says more
+            pass
+    return str(error.get("message", error))
 
 
-@cache
-def allowance_slot(url: str, token: str) -> int | None:
-    """The storage slot of an ERC-20's allowance mapping, found by probing with state overrides."""
-    w3 = _web3(url)
+def _is_revert(error: dict) -> bool:
+    """A JSON-RPC error that is the contract's answer (it reverted), not the node failing to give one."""
+    data = error.get("data")
+    if isinstance(data, dict):
+        data = data.get("data")
+    has_data = isinstance(data, str) and data.startswith("0x") and len(data) > 2
+    return has_data or error.get("code") == 3 or "revert" in str(error.get("message", "")).lower()
+
+
+# --- simulation ----------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_allowance_slots: dict[tuple[str, str], int | None] = {}
+_pairs: dict[tuple[str, str, str], str] = {}
+
+
+def _allowance_key(owner: str, spender: str, slot: int) -> str:
+    inner = keccak256(encode(["address", "uint256"], [owner, slot]))
+    return "0x" + keccak256(encode(["address"], [spender]) + inner).hex()
+
+
+def allowance_slot(pool: RpcPool, url: str, token: str) -> int | None:
+    """The storage slot of an ERC-20's allowance mapping, found once per endpoint and token by
+    probing every candidate slot with a state override in one batch."""
+    key = (url, token.lower())
+    if key in _allowance_slots:
+        return _allowance_slots[key]
     owner, spender = "0x" + "a1" * 20, "0x" + "b2" * 20
     marker = 0xC057_05
-    data = "0xdd62ed3e" + encode(["address", "address"], [owner, spender]).hex()
-    for slot in range(12):
-        inner = keccak256(encode(["address", "uint256"], [owner, slot]))
-        key = "0x" + keccak256(encode(["address"], [spender]) + inner).hex()
-        override = {token: {"stateDiff": {key: "0x" + marker.to_bytes(32, "big").hex()}}}
-        result = w3.provider.make_request("eth_call", [{"to": token, "data": data}, "latest", override])
-        if int(result.get("result", "0x0") or "0x0", 16) == marker:
-            return slot
-    return None
+    data = ALLOWANCE + encode(["address", "address"], [owner, spender])
+    probes = [
+        _eth_call(
+            token,
+            data,
+            "latest",
+            {
+                token: {
+                    "stateDiff": {
+                        _allowance_key(owner, spender, slot): "0x" + marker.to_bytes(32, "big").hex()
+                    }
+                }
+            },
+        )
+        for slot in range(12)
+    ]
+    _url, answers = _exchange(pool, probes, url=url)
+    found = next(
+        (slot for slot, answer in enumerate(answers) if int(answer.get("result") or "0x0", 16) == marker),
+        None,
+    )
+    with _lock:
+        _allowance_slots[key] = found
+    return found
 
 
-def allowance_override(url: str, token: str, owner: str, spender: str, amount: int) -> dict:
-    slot = allowance_slot(url, token)
+def allowance_override(pool: RpcPool, url: str, token: str, owner: str, spender: str, amount: int) -> dict:
+    slot = allowance_slot(pool, url, token)
     if slot is None:
         return {}
-    inner = keccak256(encode(["address", "uint256"], [owner, slot]))
-    key = "0x" + keccak256(encode(["address"], [spender]) + inner).hex()
-    return {token: {"stateDiff": {key: "0x" + amount.to_bytes(32, "big").hex()}}}
+    return {
+        token: {"stateDiff": {_allowance_key(owner, spender, slot): "0x" + amount.to_bytes(32, "big").hex()}}
+    }
+
+
+def _pair_of(pool: RpcPool, url: str, factory: str, token_in: str, token_out: str) -> str:
+    """The pair contract of two tokens: a pair, once created, never moves, so it is asked for once."""
+    key = (factory.lower(), *sorted([token_in.lower(), token_out.lower()]))
+    pair = _pairs.get(key)
+    if pair is None:
+        _url, (answer,) = _exchange(
+            pool,
+            [_eth_call(factory, GET_PAIR + encode(["address", "address"], [token_in, token_out]), "latest")],
+            url=url,
+        )
+        if answer.get("error"):
+            raise SimulationReverted(f"quote: {_rpc_error_reason(answer['error'])}")
+        (pair,) = _returned(answer, ["address"], "getPair")
+        if pair == ZERO_ADDRESS:
+            raise SimulationReverted(f"quote: no pool for {token_in}/{token_out}")
+        with _lock:
+            _pairs[key] = pair
+    return pair
 
 
 @dataclass(frozen=True)
@@ -189,92 +281,82 @@ def simulate(
     value: int = 0,
 ) -> Simulation:
     """Quote, then eth_call and eth_estimateGas the approval (if needed) and the swap at one pinned
-    block. A swap paying `value` in native ETH needs no allowance."""
-    from web3.exceptions import ContractLogicError, Web3RPCError
+    block, all from one endpoint: the block, then the quote, allowance and reserves in one batch,
+    then the calls and estimates in another. A swap paying `value` in native ETH needs no allowance."""
+    pool = _pool(chain)
+    url, (head,) = _exchange(pool, [("eth_getBlockByNumber", ["latest", False])])
+    if not isinstance(head.get("result"), dict):
+        raise ChainUnavailable(f"latest block: {head.get('error') or 'no block'}")
+    number = int(head["result"]["number"], 16)
+    timestamp = int(head["result"]["timestamp"], 16)
+    pinned = hex(number)
+    pair = _pair_of(pool, url, factory, path[0], path[-1])
+    reads = [
+        _eth_call(router, GET_AMOUNTS_OUT + encode(["uint256", "address[]"], [amount_in, path]), pinned),
+        _eth_call(pair, GET_RESERVES, pinned),
+    ]
+    if not value:
+        reads.append(_eth_call(path[0], ALLOWANCE + encode(["address", "address"], [sender, router]), pinned))
+    _url, answers = _exchange(pool, reads, url=url)
+    for answer in answers:
+        if answer.get("error") and _is_revert(answer["error"]):
+            raise SimulationReverted(f"quote: {_rpc_error_reason(answer['error'])}")
+    (amounts,) = _returned(answers[0], ["uint256[]"], "getAmountsOut")
+    if len(amounts) != len(path):
+        raise ChainUnavailable(f"getAmountsOut: {len(amounts)} amounts for a path of {len(path)}")
+    out = int(amounts[-1])
+    r0, r1, _ts = _returned(answers[1], ["uint256", "uint256", "uint256"], "getReserves")
+    token0 = min(path[0].lower(), path[-1].lower())
+    reserves_in, reserves_out = (r0, r1) if path[0].lower() == token0 else (r1, r0)
+    allowance = amount_in if value else _returned(answers[2], ["uint256"], "allowance")[0]
 
-    url = endpoint_for(chain)
-    w3 = _web3(url)
-    try:
-        block = w3.eth.get_block("latest")
-        number = block["number"]
-        router_c = router_contract(w3, router)
-        amounts = router_c.functions.getAmountsOut(amount_in, path).call(block_identifier=number)
-        out = int(amounts[-1])
-        allowance = (
-            amount_in
-            if value
-            else erc20(w3, path[0]).functions.allowance(sender, router).call(block_identifier=number)
-        )
-        reserves_in, reserves_out = pool_reserves(w3, factory, path[0], path[-1], number)
-    except ContractLogicError as exc:
-        raise SimulationReverted(f"quote: {revert_reason(exc)}") from exc
-    except (Web3RPCError, OSError) as exc:
-        raise ChainUnavailable(str(exc)) from exc
-    approve_gas = 0
-    override = {}
+    checks: list[tuple[dict, dict]] = []  # (transaction, state override)
+    override: dict = {}
     if allowance < amount_in:
-        approve_tx = {"from": sender, "to": path[0], "data": build_approve()}
-        approve_gas = _estimate(w3, approve_tx, number, {})
-        override = allowance_override(url, path[0], sender, router, amount_in)
-    swap_tx = {"from": sender, "to": router, "data": build_swap(out, int(block["timestamp"]))}
+        checks.append(({"from": sender, "to": path[0], "data": build_approve()}, {}))
+        override = allowance_override(pool, url, path[0], sender, router, amount_in)
+    swap_tx = {"from": sender, "to": router, "data": build_swap(out, timestamp)}
     if value:
         swap_tx["value"] = hex(value)
-    swap_gas = _estimate(w3, swap_tx, number, override)
+    checks.append((swap_tx, override))
+    gas = _call_and_estimate(pool, url, checks, pinned)
     return Simulation(
         block=number,
         amounts_out=out,
-        swap_gas=swap_gas,
-        approve_gas=approve_gas,
+        swap_gas=gas[-1],
+        approve_gas=gas[0] if len(gas) > 1 else 0,
         allowance=allowance,
         reserves_in=reserves_in,
         reserves_out=reserves_out,
-        timestamp=int(block["timestamp"]),
+        timestamp=timestamp,
     )
 
 
-def _estimate(w3: Web3, tx: dict, block: int, override: dict) -> int:
-    """eth_call proves the call succeeds at the pinned block (with the approval's effect as a state
-    override when the allowance is short); eth_estimateGas sizes it. Nodes that take no override in
-    eth_estimateGas (Hardhat) get the call checked and a fixed, generous limit instead."""
-    params = [dict(tx), hex(block)] + ([override] if override else [])
-    result = w3.provider.make_request("eth_call", params)
-    if "error" in result:
-        raise SimulationReverted(_rpc_error_reason(result["error"]))
-    result = w3.provider.make_request("eth_estimateGas", params)
-    if "error" in result:
-        if override and result["error"].get("code") == -32602:
-            return settings.SWAP_GAS_WITHOUT_ESTIMATE
-        raise SimulationReverted(_rpc_error_reason(result["error"]))
-    return int(result["result"], 16)
+def _call_and_estimate(pool: RpcPool, url: str, checks: list[tuple[dict, dict]], block: str) -> list[int]:
+    """eth_call proves each call succeeds at the pinned block (with the approval's effect as a state
+    override when the allowance is short); eth_estimateGas sizes it; all in one batch. Nodes that take
+    no override in eth_estimateGas (Hardhat) get the call checked and a fixed, generous limit."""
+    calls = []
+    for tx, override in checks:
+        params = [dict(tx), block] + ([override] if override else [])
+        calls += [("eth_call", params), ("eth_estimateGas", params)]
+    _url, answers = _exchange(pool, calls, url=url)
+    gas = []
+    for index, (_tx, override) in enumerate(checks):
+        called, estimated = answers[2 * index], answers[2 * index + 1]
+        if called.get("error"):
+            raise SimulationReverted(_rpc_error_reason(called["error"]))
+        error = estimated.get("error")
+        if error:
+            if override and error.get("code") == -32602:
+                gas.append(settings.SWAP_GAS_WITHOUT_ESTIMATE)
+                continue
+            raise SimulationReverted(_rpc_error_reason(error))
+        gas.append(int(estimated["result"], 16))
+    return gas
 
 
-def _rpc_error_reason(error: dict) -> str:
-    data = error.get("data")
-    if isinstance(data, dict):
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x") and len(data) > 2:
-        try:
-            return decode_revert(data)
-        except Exception:  # noqa: BLE001, S110 - undecodable data: the node's message says more
-            pass
-    return str(error.get("message", error))
-
-
-def pool_reserves(w3: Web3, factory: str, token_in: str, token_out: str, block) -> tuple[int, int]:
-    from apps.chain import devchain
-
-    pair_abi = devchain.load_artifact("UniswapV2Pair")["abi"]
-    factory_abi = devchain.load_artifact("UniswapV2Factory")["abi"]
-    pair = (
-        w3.eth.contract(address=factory, abi=factory_abi)
-        .functions.getPair(token_in, token_out)
-        .call(block_identifier=block)
-    )
-    r0, r1, _ = (
-        w3.eth.contract(address=pair, abi=pair_abi).functions.getReserves().call(block_identifier=block)
-    )
-    token0 = sorted([token_in, token_out], key=lambda a: int(a, 16))[0]
-    return (r0, r1) if to_checksum_address(token_in) == to_checksum_address(token0) else (r1, r0)
+# --- validation ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -287,21 +369,26 @@ class WalletState:
 
 
 def wallet_state(*, chain: Chain, token: str, owner: str) -> WalletState:
-    from web3.exceptions import Web3RPCError
-
-    w3 = web3_for(chain)
+    """Fees, the input token's balance and the gas balance in one batch, then the pending nonce."""
+    pool = _pool(chain)
     try:
-        history = w3.eth.fee_history(4, "latest", [50])
-        base = int(history["baseFeePerGas"][-1])
-        rewards = [int(r[0]) for r in history.get("reward", []) if r]
-        priority = max(sorted(rewards)[len(rewards) // 2] if rewards else 0, 10**9)
-        return WalletState(
-            token_balance=erc20(w3, token).functions.balanceOf(owner).call(),
-            eth_balance=w3.eth.get_balance(owner),
-            # The highest any endpoint reports: a lagging one cannot hand out a used nonce.
-            pending_nonce=pending_nonce(chain, owner),
-            base_fee=base,
-            priority_fee=priority,
+        history, balance, eth_balance = pool.batch(
+            [
+                ("eth_feeHistory", [4, "latest", [50]]),
+                _eth_call(token, BALANCE_OF + encode(["address"], [owner]), "latest"),
+                ("eth_getBalance", [owner, "latest"]),
+            ]
         )
-    except (Web3RPCError, OSError) as exc:
+    except NoEndpointAvailable as exc:
         raise ChainUnavailable(str(exc)) from exc
+    base = int(history["baseFeePerGas"][-1], 16)
+    rewards = [int(r[0], 16) for r in history.get("reward") or [] if r]
+    priority = max(sorted(rewards)[len(rewards) // 2] if rewards else 0, 10**9)
+    return WalletState(
+        token_balance=_returned({"result": balance}, ["uint256"], "balanceOf")[0],
+        eth_balance=int(eth_balance, 16),
+        # The highest any endpoint reports: a lagging one cannot hand out a used nonce.
+        pending_nonce=_pending_nonce(pool, owner),
+        base_fee=base,
+        priority_fee=priority,
+    )

@@ -37,10 +37,16 @@ from apps.trades import chainio
 from apps.trades.audit import audit_append
 from apps.trades.models import ChainTransaction, Trade, TradeState
 from apps.wallets.models import Wallet
-from apps.wallets.scope import scope_check
+from apps.wallets.scope import ScopeState, scope_check
 from apps.wallets.services import nonce_allocate, nonce_release
 from project import locks
-from project.db import SerializationRetriesExhausted, is_retryable, serializable_attempts
+from project.db import (
+    LOCK_WALLET_NONCES,
+    SerializationRetriesExhausted,
+    is_retryable,
+    queued_for,
+    serializable_attempts,
+)
 from project.faults import crash_point
 from project.queues import enqueue_on_commit
 
@@ -308,12 +314,15 @@ def trade_validate(*, trade_id: int) -> Trade | None:
         return trade
     state = chainio.wallet_state(chain=trade.chain, token=trade.path[0], owner=trade.wallet.address)
     try:
-        for attempt in serializable_attempts(label="validate"):
-            with attempt:
-                trade = _load(trade_id)
-                if trade is None or trade.state != S.VALIDATING:
-                    return trade
-                _freeze(trade, state)
+        # Every validation of a wallet writes its nonce cursor: they queue for it rather than
+        # conflict (project.db.queued_for).
+        with queued_for(LOCK_WALLET_NONCES, trade.wallet_id):
+            for attempt in serializable_attempts(label="validate"):
+                with attempt:
+                    trade = _load(trade_id)
+                    if trade is None or trade.state != S.VALIDATING:
+                        return trade
+                    _freeze(trade, state)
     except _Refuse as refused:
         return _end(trade_id, refused.method, refused.reason, expect={S.VALIDATING})
     return trade
@@ -381,8 +390,9 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
         tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
         tx.save()
         txs.append(tx)
+    facts = _ReadOnce()
     for tx in txs:
-        decision = scope_check(trade=trade, tx=tx, now=now, expected_state=S.VALIDATING)
+        decision = scope_check(trade=trade, tx=tx, now=now, expected_state=S.VALIDATING, state=facts)
         if not decision.allowed:
             raise _Refuse("reject", f"out of scope: {decision.describe()}")
         if tx.kind == ChainTransaction.Kind.SWAP:
@@ -405,6 +415,28 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
         next_task=(TASK_SIGN, trade.pk, 1),
     )
     crash_point("validate.inside_transaction")
+
+
+class _ReadOnce(ScopeState):
+    """The scope check's facts (the nonce cursor, the active scopes), read from the database once for
+    all of a trade's transactions: they are judged in one transaction, after its nonce allocation,
+    so every read would give the same answer."""
+
+    def __init__(self):
+        self._next: dict[tuple, int | None] = {}
+        self._scopes: dict[tuple, list] = {}
+
+    def next_nonce(self, *, wallet, chain) -> int | None:
+        key = (wallet.pk, chain.pk)
+        if key not in self._next:
+            self._next[key] = super().next_nonce(wallet=wallet, chain=chain)
+        return self._next[key]
+
+    def scopes(self, *, wallet, chain, now):
+        key = (wallet.pk, chain.pk, now)
+        if key not in self._scopes:
+            self._scopes[key] = super().scopes(wallet=wallet, chain=chain, now=now)
+        return self._scopes[key]
 
 
 def _price_sanity(trade: Trade, scope, reserves: tuple[int, int]) -> str:
@@ -514,7 +546,6 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
     trade = _load(trade_id)
     if trade is None or trade.state != S.CONFIRMING:
         return trade
-    w3 = chainio.web3_for(trade.chain)
     # The latest signed attempt of each transaction: an older attempt it replaces is not re-sent
     # (the node would refuse it as underpriced), though it may still be the one that gets mined.
     latest: dict[int, ChainTransaction] = {}
@@ -526,7 +557,7 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
         latest.setdefault(tx.sequence, tx)
     own = sorted(latest.values(), key=lambda t: int(t.nonce))
     txs = _unsent_below(trade, int(own[-1].nonce)) + own if own else []
-    head = w3.eth.block_number
+    head = chainio.block_number(trade.chain)
     for tx in txs:
         try:
             # To every usable private endpoint (public ones only where the chain allows it).
@@ -536,7 +567,7 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
             if any(m in message for m in ALREADY_KNOWN):
                 pass
             elif any(m in message for m in NONCE_TOO_LOW):
-                if _mined_receipt(w3, tx.tx_hash) is None:
+                if chainio.receipt(trade.chain, tx.tx_hash) is None:
                     audit_and_log(trade, "broadcast_nonce_consumed", {"tx": tx.tx_hash, "error": str(exc)})
                     continue
             elif any(m in message for m in NONCE_TOO_HIGH):
@@ -633,13 +664,6 @@ def enqueue_now(task: str, *args) -> None:
         enqueue_on_commit(task, *args)
 
 
-def _mined_receipt(w3, tx_hash: str):
-    try:
-        return w3.eth.get_transaction_receipt(tx_hash)
-    except Exception:  # noqa: BLE001 - not found / not mined
-        return None
-
-
 # --- confirm -------------------------------------------------------------------------------------
 
 
@@ -650,8 +674,7 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
     trade = _load(trade_id)
     if trade is None or trade.state != S.CONFIRMING:
         return trade
-    w3 = chainio.web3_for(trade.chain)
-    head = w3.eth.block_number
+    head = chainio.block_number(trade.chain)
     # Every transaction of the trade counts, recorded as sent or not: a trade must never settle on
     # its approval while its swap is still on the way.
     live = list(
@@ -667,7 +690,7 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
     stuck: list[ChainTransaction] = []
     observed: dict[int, str] = {}  # transaction id -> the inclusion block hash the gate checked
     for _sequence, candidates in sorted(by_sequence.items()):
-        mined = _first_mined(w3, candidates)
+        mined = _first_mined(trade.chain, candidates)
         if mined is None:
             final = False
             latest = candidates[0]
@@ -675,22 +698,20 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
                 stuck.append(latest)
             continue
         tx, receipt = mined
-        block_hash = "0x" + bytes(receipt["blockHash"]).hex()
+        block_hash = receipt.block_hash
         # Record the receipt, and retire every sibling still live: a replacement frozen by a
         # confirm that raced this one may have been created after the original was mined.
         if tx.receipt_block_hash != block_hash or len(candidates) > 1:
             _record_mined(trade, tx, receipt, block_hash, candidates)
-        if receipt["status"] != 1:
-            reason = (
-                f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {receipt['blockNumber']}"
-            )
+        if receipt.status != 1:
+            reason = f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {receipt.block_number}"
             return _end(trade_id, "fail", reason, expect={S.CONFIRMING})
         cancelled = cancelled or tx.kind == ChainTransaction.Kind.CANCEL
         observed[tx.pk] = block_hash
-        depth = head - receipt["blockNumber"] + 1
+        depth = head - receipt.block_number + 1
         if depth < trade.chain.confirmations_required:
             final = False
-        elif chainio.quorum_block_hash(trade.chain, receipt["blockNumber"]) != block_hash:
+        elif chainio.quorum_block_hash(trade.chain, receipt.block_number) != block_hash:
             # The settlement gate: k endpoints must agree the inclusion block is this one.
             final = False
     if stuck and not final:
@@ -718,17 +739,19 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
     return trade
 
 
-def _first_mined(w3, candidates: list[ChainTransaction]):
-    for tx in candidates:
-        if tx.tx_hash:
-            receipt = _mined_receipt(w3, tx.tx_hash)
-            if receipt is not None:
-                return tx, receipt
+def _first_mined(chain, candidates: list[ChainTransaction]):
+    """The first candidate (latest attempt first) with a receipt, asking for all of them at once."""
+    sent = [tx for tx in candidates if tx.tx_hash]
+    for tx, receipt in zip(sent, chainio.receipts(chain, [tx.tx_hash for tx in sent]), strict=True):
+        if receipt is not None:
+            return tx, receipt
     return None
 
 
-def _record_mined(trade: Trade, tx: ChainTransaction, receipt, block_hash: str, candidates) -> None:
-    status = ChainTransaction.Status.MINED if receipt["status"] == 1 else ChainTransaction.Status.REVERTED
+def _record_mined(
+    trade: Trade, tx: ChainTransaction, receipt: chainio.Receipt, block_hash: str, candidates
+) -> None:
+    status = ChainTransaction.Status.MINED if receipt.status == 1 else ChainTransaction.Status.REVERTED
     for attempt in serializable_attempts(label="confirm.record_mined"):
         with attempt:
             _record_mined_once(trade, tx, receipt, block_hash, candidates, status)
@@ -743,7 +766,7 @@ def _record_mined_once(trade, tx, receipt, block_hash, candidates, status) -> No
     if (
         ChainTransaction.objects.filter(pk=tx.pk)
         .exclude(receipt_block_hash=block_hash)
-        .update(receipt_block_number=receipt["blockNumber"], receipt_block_hash=block_hash, status=status)
+        .update(receipt_block_number=receipt.block_number, receipt_block_hash=block_hash, status=status)
     ):
         audit_append(
             trade=trade,
@@ -751,10 +774,10 @@ def _record_mined_once(trade, tx, receipt, block_hash, candidates, status) -> No
             data={
                 "tx": tx.tx_hash,
                 "kind": tx.kind,
-                "block": receipt["blockNumber"],
+                "block": receipt.block_number,
                 "block_hash": block_hash,
-                "status": receipt["status"],
-                "gas_used": receipt["gasUsed"],
+                "status": receipt.status,
+                "gas_used": receipt.gas_used,
             },
         )
 

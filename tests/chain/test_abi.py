@@ -18,6 +18,7 @@ SHAPES = {
     "uint256": uints,
     "address": addresses,
     "address[]": st.lists(addresses, max_size=6),
+    "uint256[]": st.lists(uints, max_size=6),
     "string": st.text(max_size=80),
     "bytes": st.binary(max_size=80),
 }

@@ -275,3 +275,24 @@ def test_health_is_recorded_on_the_endpoint_row_and_shown_in_the_admin(proxy, ha
         assert b"unreachable" in page.content
     finally:
         pools_reset()
+
+
+def test_an_exchange_hands_back_each_answer_from_one_endpoint_and_fails_over_as_a_whole(proxy, hardhat_url):
+    pool = _pool(_ep(proxy.url, "first", 1), _ep(hardhat_url, "direct", 2))
+    calls = [
+        ("eth_blockNumber", []),
+        ("eth_getTransactionReceipt", [FAKE_HASH]),  # unknown: a null result, not a fault
+        ("eth_call", [{"to": "0x" + "00" * 19 + "01", "data": "0xzz"}, "latest"]),  # the node's error
+    ]
+    url, answers = pool.exchange(calls)
+    assert url == proxy.url
+    assert int(answers[0]["result"], 16) == _head(hardhat_url)
+    assert answers[1]["result"] is None
+    assert "error" in answers[2]
+    assert pool.endpoints[0].health == H.ALIVE  # a JSON-RPC error item is an answer
+
+    proxy.drop = True
+    url, answers = pool.exchange(calls[:1])
+    assert url == hardhat_url  # the whole batch moved to the next endpoint
+    with pytest.raises(NoEndpointAvailable):
+        pool.exchange(calls[:1], url=proxy.url)  # pinned to the endpoint that is down: no other

@@ -12,6 +12,7 @@ from web3 import Web3
 
 from apps.chain import devchain
 from apps.chain.models import Chain, Dex, Token
+from apps.chain.pool import pool_for
 from apps.signing import services as signer
 from apps.signing.models import SigningRecord
 from apps.trades import real_money_transaction_manager as rmtm
@@ -527,3 +528,22 @@ def test_an_enabled_advisory_gate_rejects_a_trade_the_advice_opposes_and_signs_n
     assert gated.reason.startswith("advice_disagrees:"), gated.reason
     assert not gated.transactions.filter(raw_signed__isnull=False).exists()
     assert not SigningRecord.objects.filter(trade=gated).exists()
+
+
+def test_a_simulation_is_three_requests_to_the_node_and_validation_two(scoped_wallet):
+    """The step's reads go as batches: the pinned block; the quote, reserves and allowance at it; the
+    calls and estimates of the approval and the swap. (Through web3.py contract objects, one
+    simulation was 17 HTTP requests, 8 of them for the chain id.)"""
+    warm = _to_signing(scoped_wallet, key="warm")  # finds the pair and the allowance slot once
+    assert warm.state == "SIGNING"
+    trade = _submit(scoped_wallet, key="counted", amount_in=10 * 10**6)
+    stats = pool_for(trade.chain).stats
+    before = stats.http_requests
+    rmtm.trade_simulate(trade_id=trade.pk)
+    assert stats.http_requests - before == 3
+    before = stats.http_requests
+    rmtm.trade_validate(trade_id=trade.pk)
+    assert stats.http_requests - before == 2  # fees and balances; the pending nonce
+    trade.refresh_from_db()
+    assert trade.state == "SIGNING", trade.reason
+    assert [tx.kind for tx in trade.transactions.order_by("sequence")] == ["approve", "swap"]

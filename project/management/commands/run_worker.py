@@ -72,10 +72,6 @@ class Command(BaseCommand):
             ]
             if pool_of(queue) == "solo":
                 argv += ["--pool", "solo"]
-            if queue is Queue.EXECUTION:
-                # Every execution task talks to the chain: load web3 once in the parent, so the
-                # forked children share its pages instead of each loading a private copy.
-                import web3  # noqa: F401
             if queue is Queue.SIGNER and settings.SIGNER_MAX_TASKS_PER_CHILD > 0:
                 # 0 keeps children alive: only safe when every wallet's key lives in an HSM.
                 argv += ["--max-tasks-per-child", str(settings.SIGNER_MAX_TASKS_PER_CHILD)]
