@@ -74,8 +74,9 @@ def spent_usd_query(*, now: datetime):
 class ScopeState:
     """What the check reads besides the trade and its transaction: the wallet's nonce cursor, its
     active scopes and each scope's 24-hour spend. This one reads the database on every call; the
-    signer's batch (apps.signing.services) preloads the same facts once for many requests, with the
-    same queries, so both paths judge by one rule."""
+    signer's batch (apps.signing.services) preloads the same facts once for many requests (the
+    scopes and spend with the same queries, the nonce cursor joined to the trades it loads), and the
+    engine's validation reads them once per trade, so every path judges by one rule."""
 
     def next_nonce(self, *, wallet, chain) -> int | None:
         cursor = NonceCursor.objects.filter(wallet=wallet, chain=chain).first()

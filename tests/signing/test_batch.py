@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from web3 import Web3
 
 from apps.signing import services
 from apps.signing.models import SigningRecord, SigningRefusal
-from apps.trades.models import ChainTransaction
-from apps.wallets.models import Wallet
+from apps.trades.models import ChainTransaction, Trade
+from apps.wallets.models import NonceCursor, Wallet
 from tests.factories import UserFactory, grant_scope, signing_trade
 from tests.signing.test_service import keystore_settings  # noqa: F401 - fixture
 
@@ -133,3 +134,50 @@ def test_batch_size_one_takes_nothing_along(wallet, settings):
     settings.SIGNER_BATCH_SIZE = 4
     tasks.sign.apply(args=[asked.pk, 1]).get()
     assert SigningRecord.objects.filter(trade=waiting).count() == 2
+
+
+def test_the_batch_judges_exactly_the_rows_the_orm_reads(wallet):
+    # The batch reads its trades and transactions with one raw query, in binary: each instance must
+    # equal the ORM's, field by field and type by type, or the scope check would judge other facts.
+    grant_scope(wallet)
+    trades = [signing_trade(wallet), signing_trade(wallet, with_approve=False, state="VALIDATING")]
+    requests = [(t.pk, 1) for t in trades] + [(trades[0].pk, 2), (10**9, 1)]
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        loaded = services._load_requests(requests)
+    assert len(queries) == 1
+
+    assert set(loaded.trades) == {t.pk for t in trades}  # the unknown trade is absent
+    assert loaded.transactions[(trades[0].pk, 2)] == []  # no such attempt
+    for trade in trades:
+        expected = Trade.objects.select_related("wallet", "chain").get(pk=trade.pk)
+        got = loaded.trades[trade.pk]
+        pairs = [(expected, got), (expected.wallet, got.wallet), (expected.chain, got.chain)]
+        txs = ChainTransaction.objects.filter(trade=trade, attempt=1).order_by("sequence")
+        assert [tx.pk for tx in loaded.transactions[(trade.pk, 1)]] == [tx.pk for tx in txs]
+        pairs += zip(txs, loaded.transactions[(trade.pk, 1)], strict=True)
+        for orm, raw in pairs:
+            for field in type(orm)._meta.concrete_fields:
+                theirs, ours = getattr(orm, field.attname), getattr(raw, field.attname)
+                assert (type(ours), ours) == (type(theirs), theirs), field
+        for created in (got.created_at, got.wallet.created_at):
+            assert created.tzinfo is expected.created_at.tzinfo
+    assert loaded.next_nonces == {(wallet.pk, trades[0].chain_id): NonceCursor.objects.get().next_nonce}
+
+
+def test_the_database_refuses_a_second_payload_for_a_nonce_the_batch_did_not_see(wallet, monkeypatch):
+    # A concurrent signer commits a payload for the nonce after the batch read the nonce's records:
+    # the unique constraint refuses the batch's INSERT, and the request is refused with the reason.
+    grant_scope(wallet)
+    first = signing_trade(wallet, with_approve=False)
+    nonce = ChainTransaction.objects.get(trade=first).nonce
+    second = signing_trade(wallet, with_approve=False, tx_overrides={"nonce": nonce})
+    assert services.trade_sign(trade_id=first.pk, attempt=1).signed
+    monkeypatch.setattr(services._NonceUse, "check", lambda self, *, trade, tx: None)
+
+    outcomes = services.trade_sign_batch([(second.pk, 1), (signing_trade(wallet).pk, 1)])
+
+    assert not outcomes[(second.pk, 1)].signed
+    assert _codes(second) == ["nonce_reused"]
+    assert SigningRecord.objects.filter(nonce=nonce).count() == 1
+    assert sum(o.signed for o in outcomes.values()) == 1  # the other request of the batch is signed
