@@ -98,3 +98,31 @@ def redis_start(directory: Path, port: int, *options: str) -> int:
             pass
         time.sleep(0.05)
     raise SystemExit(f"private Redis did not start; see {directory / 'redis.log'}")
+
+
+def funded_pkcs11_wallet(*, url: str, owner, label: str):
+    """A wallet whose key is created on the SoftHSM token, funded on the dev node, with a scope wide
+    enough for any bench swap; this process then lets go of its token session."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from apps.chain import devchain
+    from apps.signing import services as signer
+    from apps.wallets.services import wallet_create
+    from tests.factories import grant_scope
+
+    wallet = wallet_create(owner=owner, label=label, key_backend="pkcs11")
+    signer.backend.cache_clear()
+    wallet = signer.wallet_key_create(wallet_id=wallet.pk)
+    signer.backend.cache_clear()  # the key lives on the token; the workers open their own sessions
+    devchain.fund_address(url=url, address=wallet.address, eth=Decimal(100), token_units=10**6)
+    grant_scope(
+        wallet,
+        max_amount_in=10**12,
+        max_fee_per_gas=10**12,
+        max_priority_fee_per_gas=10**11,
+        valid_until=timezone.now() + timedelta(days=1),
+    )
+    return wallet

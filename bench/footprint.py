@@ -28,13 +28,12 @@ import sys
 import tempfile
 import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, redis_start, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
+from bench.common import free_port, funded_pkcs11_wallet, redis_start, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
 
 T3MICRO = ROOT / "deploy" / "t3micro"
 BUDGET_MIB = 700
@@ -377,28 +376,13 @@ def seed(url: str) -> dict:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from apps.chain import devchain
     from apps.chain.models import Chain, Dex, Token
     from apps.gateway.services import api_token_create
-    from apps.signing import services as signer
-    from apps.wallets.services import wallet_create
-    from tests.factories import grant_scope
 
     Chain.objects.update(confirmations_required=1)
     user = get_user_model().objects.create(username="footprint")
     token = api_token_create(user=user, name="footprint").raw
-    wallet = wallet_create(owner=user, label="footprint", key_backend="pkcs11")
-    signer.backend.cache_clear()
-    wallet = signer.wallet_key_create(wallet_id=wallet.pk)
-    signer.backend.cache_clear()  # the key lives on the token; this process lets go of its session
-    devchain.fund_address(url=url, address=wallet.address, eth=Decimal(100), token_units=10**6)
-    grant_scope(
-        wallet,
-        max_amount_in=10**12,
-        max_fee_per_gas=10**12,
-        max_priority_fee_per_gas=10**11,
-        valid_until=timezone.now() + timedelta(days=1),
-    )
+    wallet = funded_pkcs11_wallet(url=url, owner=user, label="footprint")
     return {
         "token": token,
         "wallet": wallet.pk,

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
+from bench.common import free_port, funded_pkcs11_wallet, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
 
 ENDED = ("REJECTED", "FAILED", "CANCELLED")
 
@@ -94,13 +94,11 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
 
     from apps.chain import devchain
     from apps.chain.models import Chain, Dex, Token
-    from apps.signing import services as signer
     from apps.trades import real_money_transaction_manager as rmtm
     from apps.trades.models import ChainTransaction, Trade, TradeEvent
-    from apps.wallets.services import wallet_create
     from project.db import serializable_attempts
     from project.db_roles import setup_roles
-    from tests.factories import UserFactory, grant_scope
+    from tests.factories import UserFactory
 
     w3 = Web3(Web3.HTTPProvider(url))
     Chain.objects.update(confirmations_required=1)
@@ -170,17 +168,7 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
 
     # The pipeline, with real workers.
     setup_roles(database=connection.settings_dict["NAME"])
-    wallet = wallet_create(owner=UserFactory(), label="pipeline", key_backend="pkcs11")
-    signer.backend.cache_clear()
-    wallet = signer.wallet_key_create(wallet_id=wallet.pk)
-    devchain.fund_address(url=url, address=wallet.address, eth=Decimal(100), token_units=10**6)
-    grant_scope(
-        wallet,
-        max_amount_in=10**12,
-        max_fee_per_gas=10**12,
-        max_priority_fee_per_gas=10**11,
-        valid_until=timezone.now() + timedelta(days=1),
-    )
+    wallet = funded_pkcs11_wallet(url=url, owner=UserFactory(), label="pipeline")
     db = connection.settings_dict
     env = {
         **os.environ,
