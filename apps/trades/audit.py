@@ -55,33 +55,66 @@ def event_hash(
     return hashlib.sha256(canonical(body).encode()).hexdigest()
 
 
+def _hash_of(event: TradeEvent) -> str:
+    return event_hash(
+        trade_id=event.trade_id,
+        kind=event.kind,
+        from_state=event.from_state,
+        to_state=event.to_state,
+        data=event.data,
+        created_at=event.created_at,
+        prev_hash=event.prev_hash,
+    )
+
+
 def audit_append(
     *, trade: Trade, kind: str, from_state: str = "", to_state: str = "", data: dict | None = None
 ) -> TradeEvent:
     """Append one event; call inside the transaction that makes the change it records."""
-    data = json.loads(canonical(data or {}))  # store exactly what was hashed
-    last = TradeEvent.objects.filter(trade=trade).order_by("-id").values_list("hash", flat=True).first()
-    prev = last or genesis_hash(trade.pk)
-    created_at = timezone.now()
-    digest = event_hash(
-        trade_id=trade.pk,
-        kind=kind,
-        from_state=from_state,
-        to_state=to_state,
-        data=data,
-        created_at=created_at,
-        prev_hash=prev,
-    )
-    return TradeEvent.objects.create(
-        trade=trade,
-        kind=kind,
-        from_state=from_state,
-        to_state=to_state,
-        data=data,
-        prev_hash=prev,
-        hash=digest,
-        created_at=created_at,
-    )
+    entry = AuditEntry(trade=trade, kind=kind, data=data or {}, from_state=from_state, to_state=to_state)
+    return audit_append_many([entry])[0]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    trade: Trade
+    kind: str
+    data: dict
+    from_state: str = ""
+    to_state: str = ""
+
+
+def audit_append_many(entries: list[AuditEntry]) -> list[TradeEvent]:
+    """Append events (of one or more trades, in the given order) with one read of the trades' last
+    hashes and one INSERT; each links to the one before it on its trade's chain. Call inside the
+    transaction that makes the changes they record."""
+    if not entries:
+        return []
+    ids = {e.trade.pk for e in entries}
+    # The heads live on the trades' rows (one row each, locked as a row), not in a read of the event
+    # table's newest entries, which every concurrent append would also be writing next to.
+    last: dict[int, str] = dict(Trade.objects.filter(pk__in=ids).values_list("pk", "audit_head"))
+    before = dict(last)
+    events = []
+    for entry in entries:
+        event = TradeEvent(
+            trade=entry.trade,
+            kind=entry.kind,
+            from_state=entry.from_state,
+            to_state=entry.to_state,
+            data=json.loads(canonical(entry.data or {})),  # store exactly what is hashed
+            prev_hash=last.get(entry.trade.pk) or genesis_hash(entry.trade.pk),
+            created_at=timezone.now(),
+        )
+        event.hash = _hash_of(event)
+        last[entry.trade.pk] = event.hash
+        events.append(event)
+    # One INSERT: PostgreSQL numbers its rows in the order given, so ids follow each chain's order.
+    created = TradeEvent.objects.bulk_create(events)
+    for trade_id, head in last.items():
+        if head != before[trade_id]:
+            Trade.objects.filter(pk=trade_id).update(audit_head=head)
+    return created
 
 
 @dataclass(frozen=True)
@@ -92,30 +125,33 @@ class BrokenLink:
 
 
 def audit_verify(*, trade_ids=None) -> tuple[int, BrokenLink | None]:
-    """Walk every trade's chain; returns (events checked, the first broken link or None)."""
+    """Walk every trade's chain; returns (events checked, the first broken link or None). A chain
+    must also end at the head its trade records, so an event removed from its end is found too."""
     checked = 0
     events = TradeEvent.objects.order_by("trade_id", "id")
+    trades = Trade.objects.all()
     if trade_ids is not None:
         events = events.filter(trade_id__in=trade_ids)
-    current_trade = None
+        trades = trades.filter(pk__in=trade_ids)
+    heads = dict(trades.values_list("pk", "audit_head"))
+    current_trade, last_id = None, None
     prev = ""
     for event in events.iterator(chunk_size=2000):
         if event.trade_id != current_trade:
+            if current_trade is not None and heads.get(current_trade) != prev:
+                return checked, BrokenLink(current_trade, last_id, _HEAD_MISMATCH)
             current_trade = event.trade_id
             prev = genesis_hash(event.trade_id)
         if event.prev_hash != prev:
             return checked, BrokenLink(event.trade_id, event.pk, "predecessor hash does not match")
-        expected = event_hash(
-            trade_id=event.trade_id,
-            kind=event.kind,
-            from_state=event.from_state,
-            to_state=event.to_state,
-            data=event.data,
-            created_at=event.created_at,
-            prev_hash=event.prev_hash,
-        )
+        expected = _hash_of(event)
         if expected != event.hash:
             return checked, BrokenLink(event.trade_id, event.pk, "event content does not match its hash")
-        prev = event.hash
+        prev, last_id = event.hash, event.pk
         checked += 1
+    if current_trade is not None and heads.get(current_trade) != prev:
+        return checked, BrokenLink(current_trade, last_id, _HEAD_MISMATCH)
     return checked, None
+
+
+_HEAD_MISMATCH = "the chain does not end at the trade's recorded head (an event was removed from its end)"

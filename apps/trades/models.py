@@ -60,6 +60,9 @@ class Trade(FSMModelMixin, models.Model):
     idempotency_key = models.CharField(max_length=128)
     state = FSMField(default=S.PENDING, choices=S.choices, protected=True, db_index=True)
     version = models.PositiveIntegerField(default=0)
+    # The hash of the trade's newest audit event: an append reads and moves it on this row, so
+    # concurrent appends to different trades never read each other's event pages.
+    audit_head = models.CharField(max_length=64, blank=True, default="")
     # Filled by the steps.
     quote_block = models.PositiveBigIntegerField(null=True, blank=True)
     quoted_amount_out = models.DecimalField(**UINT, null=True, blank=True)
