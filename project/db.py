@@ -169,7 +169,9 @@ LOCK_WALLET_NONCES = 1
 
 
 @contextmanager
-def queued_for(namespace: int, key: int, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+def queued_for(
+    namespace: int, key: int, *, wait: bool = True, using: str = DEFAULT_DB_ALIAS
+) -> Iterator[bool]:
     """Wait in line for a PostgreSQL session-level advisory lock, taken before (never inside) the
     SERIALIZABLE transactions run in the block, and released after them.
 
@@ -178,19 +180,29 @@ def queued_for(namespace: int, key: int, *, using: str = DEFAULT_DB_ALIAS) -> It
     each begins after the previous one committed, so its snapshot already holds that commit. The lock
     only saves wasted attempts: the transactions keep their own isolation and retries, and the
     database's constraints stay the guarantee. A dead process's session ends and its lock with it.
-    Waiting longer than DB_LOCK_TIMEOUT_MS is contention like any other: the step comes back later."""
+    Waiting longer than DB_LOCK_TIMEOUT_MS is contention like any other: the step comes back later.
+    `wait=False` does not wait: the block runs either way and is told (True/False) whether it holds
+    the lock."""
     connection = connections[using]
     if connection.in_atomic_block:
         raise RuntimeError("an advisory lock must be taken outside the transaction it orders")
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [namespace, key])
+            if wait:
+                cursor.execute("SELECT pg_advisory_lock(%s, %s)", [namespace, key])
+                held = True
+            else:
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [namespace, key])
+                held = bool(cursor.fetchone()[0])
     except OperationalError as exc:
         if sqlstate_of(exc) != "55P03":  # lock_not_available: lock_timeout passed
             raise
         raise SerializationRetriesExhausted(0, exc) from exc
+    if not held:
+        yield False
+        return
     try:
-        yield
+        yield True
     finally:
         try:
             with connection.cursor() as cursor:

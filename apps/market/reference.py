@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from apps.chain.models import Chain, Token
 from apps.market.selectors import latest_ticks, latest_twap, token_by_address
+from project.memo import remember
 
 OK = "OK"
 
@@ -61,12 +62,13 @@ def _bps(part: Decimal, whole: Decimal) -> int:
     return int((abs(part) / whole * 10_000).to_integral_value(rounding=ROUND_FLOOR))
 
 
-def asset_reference(token: Token, *, now: datetime | None = None) -> AssetReference:
-    """The median USD price of `token` over its fresh independent sources, or why there is none."""
+def asset_reference(token: Token, *, now: datetime | None = None, memo: dict | None = None) -> AssetReference:
+    """The median USD price of `token` over its fresh independent sources, or why there is none.
+    `memo` keeps the ticks read for reuse within one transaction (freshness is judged at `now`)."""
     now = now or timezone.now()
     max_age = settings.MARKET_MAX_PRICE_AGE_SECONDS
     fresh, stale = [], []
-    for tick in latest_ticks(token=token):
+    for tick in remember(memo, ("latest_ticks", token.pk), lambda: latest_ticks(token=token)):
         age = max(int((now - tick.observed_at).total_seconds()), 0)
         (fresh if age <= max_age else stale).append(SourcePrice(tick.source.slug, tick.price, age))
     if not fresh:
@@ -111,17 +113,23 @@ def reference_check(
     allow_onchain_only: bool,
     pool_reserves: tuple[int, int] | None = None,
     now: datetime | None = None,
+    memo: dict | None = None,
 ) -> ReferenceCheck:
     """Is `quoted_out` (base units of `token_out`) for `amount_in` (base units of `token_in`, both
-    given by address) within `tolerance_bps` of the reference price?"""
+    given by address) within `tolerance_bps` of the reference price? `memo`: the token and tick
+    reads, kept for the next checks in the same transaction (a validation batch)."""
     now = now or timezone.now()
-    tin = token_by_address(chain=chain, address=token_in)
-    tout = token_by_address(chain=chain, address=token_out)
+    tin, tout = (
+        remember(
+            memo, ("token", chain.pk, address), lambda a=address: token_by_address(chain=chain, address=a)
+        )
+        for address in (token_in, token_out)
+    )
     if tin is None or tout is None:
         return ReferenceCheck(
             False, f"no independent price: token {token_in if tin is None else token_out} unknown"
         )
-    refs = [asset_reference(tin, now=now), asset_reference(tout, now=now)]
+    refs = [asset_reference(tin, now=now, memo=memo), asset_reference(tout, now=now, memo=memo)]
     divergent = [r.problem for r in refs if r.divergent]
     if divergent:
         return ReferenceCheck(False, "price_sources_diverge: " + "; ".join(divergent))

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.chain.models import Token
 from apps.ml import selectors
+from project.memo import remember
 
 ONE = Decimal(1)
 
@@ -40,9 +41,10 @@ def _views(token_in: Token, token_out: Token):
         yield token_in.pk, None, lambda p: ONE - p
 
 
-def advice_gate_check(trade, scope) -> str:
-    """'' when the advice does not object; otherwise why the scope's advisory gate refuses `trade`."""
-    gate = selectors.gate_for_scope(scope_id=scope.pk)
+def advice_gate_check(trade, scope, *, memo: dict | None = None) -> str:
+    """'' when the advice does not object; otherwise why the scope's advisory gate refuses `trade`.
+    `memo` keeps the scope's gate settings for the next checks in the same transaction."""
+    gate = remember(memo, ("advice_gate", scope.pk), lambda: selectors.gate_for_scope(scope_id=scope.pk))
     if gate is None or not trade.path:
         return ""
     token_in, token_out = _tokens(trade)

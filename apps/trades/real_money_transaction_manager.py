@@ -10,6 +10,7 @@ again (recover_stalled_trades does so). docs/critical-path.md maps every step.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from apps.market.reference import reference_check
 from apps.ml.gate import advice_gate_check
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades import chainio
-from apps.trades.audit import audit_append
-from apps.trades.models import ChainTransaction, Trade, TradeState
+from apps.trades.audit import AuditEntry, audit_append, audit_append_many
+from apps.trades.models import ChainTransaction, Trade, TradeEvent, TradeState
 from apps.wallets.models import Wallet
 from apps.wallets.scope import ScopeState, scope_check
 from apps.wallets.services import nonce_allocate, nonce_release
@@ -48,6 +49,7 @@ from project.db import (
     serializable_attempts,
 )
 from project.faults import crash_point
+from project.memo import remember
 from project.queues import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,12 @@ TASK_SIMULATE = "trades.simulate"
 TASK_VALIDATE = "trades.validate"
 TASK_SIGN = "signing.sign"
 TASK_BROADCAST = "trades.broadcast"
-TASK_CONFIRM = "trades.confirm"
+TASK_CONFIRM_BATCH = "trades.confirm_batch"
+
+
+class WalletBusy(Exception):
+    """Another worker holds the wallet's validation lock (it judges the waiting trades): come back
+    in a moment rather than wait idle."""
 
 
 class StaleTrade(Exception):
@@ -290,10 +297,13 @@ class _Refuse(Exception):
         self.reason = reason
 
 
-def _simulation_of(trade: Trade) -> dict:
-    """What the simulation measured (gas, reserves at the quote block), from its audit event."""
-    event = trade.events.filter(kind="start_validation").order_by("-id").first()
-    return event.data if event else {}
+def _simulations_of(trades: list[Trade]) -> dict[int, dict]:
+    """What each trade's simulation measured (gas, reserves at the quote block), from its audit event."""
+    found: dict[int, dict] = {}
+    events = TradeEvent.objects.filter(trade_id__in=[t.pk for t in trades], kind="start_validation")
+    for trade_id, data in events.order_by("trade_id", "-id").values_list("trade_id", "data"):
+        found.setdefault(trade_id, data)
+    return found
 
 
 def _with_margin(gas: int, kind: str = "") -> int:
@@ -308,27 +318,79 @@ def _with_margin(gas: int, kind: str = "") -> int:
 
 def trade_validate(*, trade_id: int) -> Trade | None:
     """Scope, price sanity, balances, deadline and fees; allocate nonces and freeze every transaction
-    parameter; → SIGNING and ask the signer (or → REJECTED with every reason)."""
+    parameter; → SIGNING and ask the signer (or → REJECTED with every reason).
+
+    Every validation of a wallet writes its nonce cursor, so one at a time holds the wallet's
+    PostgreSQL advisory lock (project.db.queued_for) and judges every trade of the wallet waiting in
+    VALIDATING with the same input token, in batches (up to VALIDATE_BATCH_SIZE, oldest first; one
+    SERIALIZABLE transaction each, every trade in its own savepoint so a refusal ends only its own
+    trade), and looks again before it lets go. A validation that finds the lock held does not wait
+    for it, which would idle a worker: it raises WalletBusy and its task comes back in a moment,
+    by when the holder has usually judged its trade too."""
     trade = _load(trade_id)
     if trade is None or trade.state != S.VALIDATING:
         return trade
-    state = chainio.wallet_state(chain=trade.chain, token=trade.path[0], owner=trade.wallet.address)
+    with queued_for(LOCK_WALLET_NONCES, trade.wallet_id, wait=False) as held:
+        if not held:
+            raise WalletBusy(f"another validation of wallet {trade.wallet_id} is running")
+        while waiting := _validation_batch(trade):
+            _judge_round(waiting)
+    return _load(trade_id)
+
+
+def _validation_batch(trade: Trade) -> list[Trade]:
+    """The wallet's trades waiting in VALIDATING that spend `trade`'s input token (the balance read
+    covers that one token), oldest first: read outside any transaction."""
+    waiting = Trade.objects.filter(
+        wallet_id=trade.wallet_id, chain_id=trade.chain_id, state=S.VALIDATING, path__0=trade.path[0]
+    )
+    return list(waiting.order_by("pk")[: settings.VALIDATE_BATCH_SIZE])
+
+
+def _judge_round(waiting: list[Trade]) -> None:
+    """Judge each waiting trade in its own short SERIALIZABLE transaction (a batch-wide one collided
+    with every concurrent step's writes and started over whole), with the round's reads made once:
+    the wallet's balances and fees, what each simulation measured (append-only), and in `memo` the
+    active scopes, the reference price's token and tick rows and the advisory gate's settings (as
+    of the round's first trade; the signer judges the scope again at its own moment). What an
+    earlier trade of the round may spend (its input amount, its value and the most its gas can
+    cost) is no longer there for the later ones."""
+    first = waiting[0]
+    simulations = _simulations_of(waiting)
+    state = chainio.wallet_state(chain=first.chain, token=first.path[0], owner=first.wallet.address)
+    memo: dict[tuple, object] = {}
+    for candidate in waiting:
+        spent = None
+        for attempt in serializable_attempts(label="validate"):
+            with attempt:
+                trade = _load(candidate.pk)
+                if trade is None or trade.state != S.VALIDATING:
+                    break
+                spent = _judge(trade, state, simulations.get(trade.pk, {}), memo)
+        if spent:
+            state = dataclasses.replace(
+                state, token_balance=state.token_balance - spent[0], eth_balance=state.eth_balance - spent[1]
+            )
+
+
+def _judge(trade: Trade, state: chainio.WalletState, simulation: dict, memo: dict) -> tuple[int, int] | None:
+    """Inside the trade's transaction: freeze it (returning what it may spend), or end it with its
+    reasons, whose savepoint rollback leaves no nonce allocated and nothing frozen."""
     try:
-        # Every validation of a wallet writes its nonce cursor: they queue for it rather than
-        # conflict (project.db.queued_for).
-        with queued_for(LOCK_WALLET_NONCES, trade.wallet_id):
-            for attempt in serializable_attempts(label="validate"):
-                with attempt:
-                    trade = _load(trade_id)
-                    if trade is None or trade.state != S.VALIDATING:
-                        return trade
-                    _freeze(trade, state)
+        with transaction.atomic():
+            spent = _freeze(trade, state, simulation, memo)
     except _Refuse as refused:
-        return _end(trade_id, refused.method, refused.reason, expect={S.VALIDATING})
-    return trade
+        _transition(
+            trade, refused.method, data={"reason": refused.reason}, fields={"reason": refused.reason[:4000]}
+        )
+        return None
+    crash_point("validate.inside_transaction")
+    return spent
 
 
-def _freeze(trade: Trade, state: chainio.WalletState) -> None:
+def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: dict) -> tuple[int, int]:
+    """Judge and freeze one trade (inside the batch's transaction); returns what it may spend:
+    (input token units, wei of value and gas at the fee cap)."""
     now = timezone.now()
     reasons = []
     if trade.deadline <= now:
@@ -336,7 +398,6 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
     value = swap_value(trade)
     if not value and state.token_balance < int(trade.amount_in):
         reasons.append(f"insufficient_balance: {state.token_balance} < {trade.amount_in} of the input token")
-    simulation = _simulation_of(trade)
     swap_gas = int(simulation.get("swap_gas", settings.SWAP_GAS_WITHOUT_ESTIMATE))
     approve_gas = int(simulation.get("approve_gas", 0))
     reserves = (int(simulation.get("reserves_in", 0)), int(simulation.get("reserves_out", 0)))
@@ -346,9 +407,10 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
     gas_total = _with_margin(swap_gas, ChainTransaction.Kind.SWAP) + (
         _with_margin(approve_gas) if needs_approve else 0
     )
-    if state.eth_balance < value + gas_total * max_fee:
+    wei = value + gas_total * max_fee
+    if state.eth_balance < wei:
         what = "insufficient_balance" if value else "insufficient_gas_balance"
-        reasons.append(f"{what}: {state.eth_balance} wei < {value + gas_total * max_fee} wei (value and gas)")
+        reasons.append(f"{what}: {state.eth_balance} wei < {wei} wei (value and gas)")
     if reasons:
         raise _Refuse("reject", "; ".join(reasons))
 
@@ -390,17 +452,17 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
         tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
         tx.save()
         txs.append(tx)
-    facts = _ReadOnce()
+    facts = _ReadOnce(memo)
     for tx in txs:
         decision = scope_check(trade=trade, tx=tx, now=now, expected_state=S.VALIDATING, state=facts)
         if not decision.allowed:
             raise _Refuse("reject", f"out of scope: {decision.describe()}")
         if tx.kind == ChainTransaction.Kind.SWAP:
-            price_reason = _price_sanity(trade, decision.scope, reserves)
+            price_reason = _price_sanity(trade, decision.scope, reserves, memo)
             if price_reason:
                 raise _Refuse("reject", price_reason)
             # The owner's opt-in ML gate: it can refuse here, and nothing else (apps/ml/gate.py).
-            gate_reason = advice_gate_check(trade, decision.scope)
+            gate_reason = advice_gate_check(trade, decision.scope, memo=memo)
             if gate_reason:
                 raise _Refuse("reject", gate_reason)
     _transition(
@@ -414,17 +476,17 @@ def _freeze(trade: Trade, state: chainio.WalletState) -> None:
         },
         next_task=(TASK_SIGN, trade.pk, 1),
     )
-    crash_point("validate.inside_transaction")
+    return (0 if value else int(trade.amount_in)), wei
 
 
 class _ReadOnce(ScopeState):
-    """The scope check's facts (the nonce cursor, the active scopes), read from the database once for
-    all of a trade's transactions: they are judged in one transaction, after its nonce allocation,
-    so every read would give the same answer."""
+    """The scope check's facts, read from the database once: the nonce cursor for all of a trade's
+    transactions (judged after its nonce allocation), the active scopes for the whole batch (kept in
+    the batch's `memo`, keyed by wallet and chain: the first trade's moment is the batch's)."""
 
-    def __init__(self):
+    def __init__(self, memo: dict):
         self._next: dict[tuple, int | None] = {}
-        self._scopes: dict[tuple, list] = {}
+        self._memo = memo
 
     def next_nonce(self, *, wallet, chain) -> int | None:
         key = (wallet.pk, chain.pk)
@@ -433,13 +495,13 @@ class _ReadOnce(ScopeState):
         return self._next[key]
 
     def scopes(self, *, wallet, chain, now):
-        key = (wallet.pk, chain.pk, now)
-        if key not in self._scopes:
-            self._scopes[key] = super().scopes(wallet=wallet, chain=chain, now=now)
-        return self._scopes[key]
+        read = super().scopes
+        return remember(
+            self._memo, ("scopes", wallet.pk, chain.pk), lambda: read(wallet=wallet, chain=chain, now=now)
+        )
 
 
-def _price_sanity(trade: Trade, scope, reserves: tuple[int, int]) -> str:
+def _price_sanity(trade: Trade, scope, reserves: tuple[int, int], memo: dict) -> str:
     """The quote against the reference price (apps.market.reference: the median of fresh independent
     market sources, read from the database, so no network call happens inside the transaction). The
     pool's own reserves at the quote block serve only when the scope allows on-chain-only pricing."""
@@ -452,6 +514,7 @@ def _price_sanity(trade: Trade, scope, reserves: tuple[int, int]) -> str:
         tolerance_bps=scope.max_slippage_bps,
         allow_onchain_only=scope.allow_onchain_only_pricing,
         pool_reserves=reserves,
+        memo=memo,
     )
     return "" if check.ok else check.reason
 
@@ -473,64 +536,79 @@ def _release_unbroadcast_nonces(trade: Trade) -> None:
 
 
 def trade_after_signing(*, trade_id: int, attempt: int) -> Trade | None:
-    """Persist the signed bytes and hash on the trade's transactions, then CONFIRMING and broadcast;
-    or REJECTED with the signer's refusal."""
+    """Persist the signed bytes and hash on the trade's transactions, then CONFIRMING, and enqueue
+    its broadcast; or REJECTED with the signer's refusal."""
     for tx_attempt in serializable_attempts(label="after_signing"):
         with tx_attempt:
-            trade = _load(trade_id)
-            if trade is None:
-                return None
-            txs = list(ChainTransaction.objects.filter(trade=trade, attempt=attempt).order_by("sequence"))
-            records = {
-                r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)
-            }
-            if txs and len(records) == len(txs):
-                pending = [tx for tx in txs if not tx.raw_signed]
-                for tx in pending:
-                    record = records[tx.pk]
-                    ChainTransaction.objects.filter(pk=tx.pk).update(
-                        raw_signed=record.raw_signed,
-                        tx_hash=record.tx_hash,
-                        status=ChainTransaction.Status.SIGNED,
-                    )
-                if trade.state == S.SIGNING:
-                    # Registered first, so it runs after COMMIT and before the broadcast is enqueued:
-                    # a crash there loses the next step, which recover_stalled_trades re-enqueues.
-                    transaction.on_commit(
-                        functools.partial(crash_point, "after_signing.committed_before_enqueue")
-                    )
-                    _transition(
-                        trade,
-                        "start_confirming",
-                        data={"attempt": attempt, "tx_hashes": [records[t.pk].tx_hash for t in txs]},
-                        next_task=(TASK_BROADCAST, trade.pk),
-                    )
-                elif trade.state == S.CONFIRMING and pending:
-                    _transition(
-                        trade,
-                        "reconfirm",
-                        data={"attempt": attempt, "replacement": True},
-                        next_task=(TASK_BROADCAST, trade.pk),
-                    )
-                return trade
-            refusal = SigningRefusal.objects.filter(trade=trade, attempt=attempt).order_by("-id").first()
-            if refusal is None:
-                return trade  # the signer has not answered yet
-            if trade.state == S.SIGNING:
-                _transition(
-                    trade,
-                    "reject",
-                    data={"signer_refused": refusal.code, "detail": refusal.detail},
-                    fields={"reason": f"signer refused: {refusal.code}: {refusal.detail}"[:4000]},
+            trade, moved = _after_signing(trade_id, attempt)
+            if moved:
+                # Registered first, so it runs after COMMIT and before the broadcast is enqueued:
+                # a crash there loses the next step, which recover_stalled_trades re-enqueues.
+                transaction.on_commit(
+                    functools.partial(crash_point, "after_signing.committed_before_enqueue")
                 )
-                _release_unbroadcast_nonces(trade)
-            else:
-                audit_append(
-                    trade=trade,
-                    kind="signer_refused",
-                    data={"attempt": attempt, "code": refusal.code, "detail": refusal.detail},
-                )
+                enqueue_on_commit(TASK_BROADCAST, trade_id)
     return trade
+
+
+def trade_after_signing_batch(requests: list[tuple[int, int]]) -> None:
+    """The signer's answer for one or more (trade, attempt): every one persisted in one transaction,
+    then, in this same step, every CONFIRMING trade among them broadcast (trade_broadcast_many: per
+    wallet, in nonce order) and one confirm enqueued for them all. A redelivery redoes nothing that
+    was done and broadcasts the same bytes again (harmless)."""
+    for tx_attempt in serializable_attempts(label="after_signing"):
+        with tx_attempt:
+            for trade_id, attempt in requests:
+                _after_signing(trade_id, attempt)
+    crash_point("after_signing.committed_before_enqueue")
+    trade_broadcast_many([trade_id for trade_id, _attempt in requests])
+
+
+def _after_signing(trade_id: int, attempt: int) -> tuple[Trade | None, bool]:
+    """Inside the caller's transaction: the attempt's records onto its transactions and the trade to
+    CONFIRMING (or CONFIRMING again for a replacement), or the signer's refusal recorded. Returns the
+    trade and whether it now has transactions to broadcast."""
+    trade = _load(trade_id)
+    if trade is None:
+        return None, False
+    txs = list(ChainTransaction.objects.filter(trade=trade, attempt=attempt).order_by("sequence"))
+    records = {r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)}
+    if txs and len(records) == len(txs):
+        pending = [tx for tx in txs if not tx.raw_signed]
+        for tx in pending:
+            record = records[tx.pk]
+            ChainTransaction.objects.filter(pk=tx.pk).update(
+                raw_signed=record.raw_signed, tx_hash=record.tx_hash, status=ChainTransaction.Status.SIGNED
+            )
+        if trade.state == S.SIGNING:
+            _transition(
+                trade,
+                "start_confirming",
+                data={"attempt": attempt, "tx_hashes": [records[t.pk].tx_hash for t in txs]},
+            )
+            return trade, True
+        if trade.state == S.CONFIRMING and pending:
+            _transition(trade, "reconfirm", data={"attempt": attempt, "replacement": True})
+            return trade, True
+        return trade, False
+    refusal = SigningRefusal.objects.filter(trade=trade, attempt=attempt).order_by("-id").first()
+    if refusal is None:
+        return trade, False  # the signer has not answered yet
+    if trade.state == S.SIGNING:
+        _transition(
+            trade,
+            "reject",
+            data={"signer_refused": refusal.code, "detail": refusal.detail},
+            fields={"reason": f"signer refused: {refusal.code}: {refusal.detail}"[:4000]},
+        )
+        _release_unbroadcast_nonces(trade)
+    else:
+        audit_append(
+            trade=trade,
+            kind="signer_refused",
+            data={"attempt": attempt, "code": refusal.code, "detail": refusal.detail},
+        )
+    return trade, False
 
 
 # --- broadcast -----------------------------------------------------------------------------------
@@ -543,69 +621,120 @@ NONCE_TOO_LOW = ("nonce too low", "nonce has already been used", "nonce is too l
 def trade_broadcast(*, trade_id: int) -> Trade | None:
     """Send every signed, unsent transaction of the trade's latest attempt, in nonce order. The same
     bytes every time: a repeat is harmless and 'already known' counts as sent."""
-    trade = _load(trade_id)
-    if trade is None or trade.state != S.CONFIRMING:
-        return trade
-    # The latest signed attempt of each transaction: an older attempt it replaces is not re-sent
-    # (the node would refuse it as underpriced), though it may still be the one that gets mined.
-    latest: dict[int, ChainTransaction] = {}
+    trade_broadcast_many([trade_id])
+    return _load(trade_id)
+
+
+def trade_broadcast_many(trade_ids: list[int]) -> None:
+    """Broadcast the CONFIRMING trades among `trade_ids`, wallet by wallet: the latest signed attempt
+    of each of their transactions not yet mined or replaced (an older attempt a replacement replaces
+    is not re-sent: the node would refuse it as underpriced, though it may still be the one mined),
+    together with the wallet's other signed, never-sent first attempts below them, all in nonce
+    order; every first send recorded in one transaction; then one confirm for them all."""
+    trades = list(
+        Trade.objects.select_related("wallet", "chain")
+        .filter(pk__in=trade_ids, state=S.CONFIRMING)
+        .order_by("pk")
+    )
+    if not trades:
+        return
+    latest: dict[tuple[int, int], ChainTransaction] = {}
     for tx in (
-        ChainTransaction.objects.filter(trade=trade, raw_signed__isnull=False)
+        ChainTransaction.objects.filter(trade__in=trades, raw_signed__isnull=False)
         .exclude(status__in=[ChainTransaction.Status.MINED, ChainTransaction.Status.REPLACED])
-        .order_by("sequence", "-attempt")
+        .order_by("trade_id", "sequence", "-attempt")
     ):
-        latest.setdefault(tx.sequence, tx)
-    own = sorted(latest.values(), key=lambda t: int(t.nonce))
-    txs = _unsent_below(trade, int(own[-1].nonce)) + own if own else []
+        latest.setdefault((tx.trade_id, tx.sequence), tx)
+    by_pk = {t.pk: t for t in trades}
+    by_wallet: dict[tuple[int, int], list[ChainTransaction]] = {}
+    for tx in latest.values():
+        tx.trade = by_pk[tx.trade_id]
+        by_wallet.setdefault((tx.trade.wallet_id, tx.trade.chain_id), []).append(tx)
+    for own in by_wallet.values():
+        _broadcast_in_nonce_order(own)
+    enqueue_now(TASK_CONFIRM_BATCH, [t.pk for t in trades])
+
+
+def _broadcast_in_nonce_order(own: list[ChainTransaction]) -> None:
+    """Send `own` (one wallet's) and its wallet's unsent transactions below them, lowest nonce first;
+    record the sends, also when a later one fails."""
+    own.sort(key=lambda t: int(t.nonce))
+    trade = own[-1].trade
+    txs = _unsent_below(trade, int(own[-1].nonce), exclude={tx.trade_id for tx in own}) + own
+    txs.sort(key=lambda t: int(t.nonce))
     head = chainio.block_number(trade.chain)
-    for tx in txs:
-        try:
-            # To every usable private endpoint (public ones only where the chain allows it).
-            chainio.send_raw(trade.chain, bytes(tx.raw_signed))
-        except Exception as exc:  # noqa: BLE001 - classified below
-            message = str(exc).lower()
-            if any(m in message for m in ALREADY_KNOWN):
-                pass
-            elif any(m in message for m in NONCE_TOO_LOW):
-                if chainio.receipt(trade.chain, tx.tx_hash) is None:
-                    audit_and_log(trade, "broadcast_nonce_consumed", {"tx": tx.tx_hash, "error": str(exc)})
-                    continue
-            elif any(m in message for m in NONCE_TOO_HIGH):
-                # Nodes that do not queue future nonces (Hardhat automine): the lower one is coming,
-                # unless its trade is signed but its signer's message was lost: catch it up.
-                _catch_up_signed_below(trade, int(tx.nonce))
-                raise chainio.NonceNotYetValid(str(exc)) from exc
-            elif isinstance(exc, OSError):
-                raise chainio.ChainUnavailable(str(exc)) from exc
-            else:
-                raise
-        crash_point("broadcast.after_send")
+    sent: list[ChainTransaction] = []
+    try:
+        for tx in txs:
+            if _send(tx):
+                sent.append(tx)
+            crash_point("broadcast.after_send")
+    finally:
         # Retried in place: a serialization failure here once ended the task with the trade's later
         # transactions unsent, and on a node that refuses nonce gaps the whole wallet then waited
         # for recover_stalled_trades.
-        for attempt in serializable_attempts(label="broadcast.record"):
-            with attempt:
-                _record_broadcast(trade, tx, head)
-    enqueue_now(TASK_CONFIRM, trade.pk)
-    return trade
+        if sent:
+            for attempt in serializable_attempts(label="broadcast.record"):
+                with attempt:
+                    _record_broadcasts(sent, head)
 
 
-def _record_broadcast(trade: Trade, tx: ChainTransaction, head: int) -> None:
+def _send(tx: ChainTransaction) -> bool:
+    """Send the signed bytes; True when the node has them (or had them: 'already known'), False when
+    the nonce was consumed by another transaction. Other errors are classified and raised."""
+    try:
+        # To every usable private endpoint (public ones only where the chain allows it).
+        chainio.send_raw(tx.trade.chain, bytes(tx.raw_signed))
+    except Exception as exc:  # noqa: BLE001 - classified below
+        message = str(exc).lower()
+        if any(m in message for m in ALREADY_KNOWN):
+            return True
+        if any(m in message for m in NONCE_TOO_LOW):
+            if chainio.receipt(tx.trade.chain, tx.tx_hash) is None:
+                audit_and_log(tx.trade, "broadcast_nonce_consumed", {"tx": tx.tx_hash, "error": str(exc)})
+                return False
+            return True
+        if any(m in message for m in NONCE_TOO_HIGH):
+            # Nodes that do not queue future nonces (Hardhat automine): the lower one is coming,
+            # unless its trade is signed but its signer's message was lost: catch it up.
+            _catch_up_signed_below(tx.trade, int(tx.nonce))
+            raise chainio.NonceNotYetValid(str(exc)) from exc
+        if isinstance(exc, OSError):
+            raise chainio.ChainUnavailable(str(exc)) from exc
+        raise
+    return True
+
+
+def _record_broadcasts(sent: list[ChainTransaction], head: int) -> None:
     # Only a SIGNED row becomes BROADCAST: a concurrent confirm may already have marked it
-    # REPLACED (its sibling was mined), and that verdict must not be overwritten.
-    if ChainTransaction.objects.filter(pk=tx.pk, broadcast_at__isnull=True).update(
+    # REPLACED (its sibling was mined), and that verdict must not be overwritten. Only a first
+    # send is recorded (and audited).
+    first = set(
+        ChainTransaction.objects.filter(pk__in=[tx.pk for tx in sent], broadcast_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    if not first:
+        return
+    ChainTransaction.objects.filter(pk__in=first, broadcast_at__isnull=True).update(
         broadcast_at=timezone.now(),
         broadcast_block=head,
         status=Case(
             When(status=ChainTransaction.Status.SIGNED, then=Value(ChainTransaction.Status.BROADCAST)),
             default=F("status"),
         ),
-    ):
-        audit_append(
-            trade=tx.trade if tx.trade_id != trade.pk else trade,
-            kind="broadcast",
-            data={"tx": tx.tx_hash, "nonce": int(tx.nonce), "attempt": tx.attempt},
-        )
+    )
+    audit_append_many(
+        [
+            AuditEntry(
+                trade=tx.trade,
+                kind="broadcast",
+                data={"tx": tx.tx_hash, "nonce": int(tx.nonce), "attempt": tx.attempt},
+            )
+            for tx in sent
+            if tx.pk in first
+        ]
+    )
 
 
 def _catch_up_signed_below(trade: Trade, nonce: int) -> None:
@@ -633,7 +762,7 @@ def _catch_up_signed_below(trade: Trade, nonce: int) -> None:
         trade_after_signing(trade_id=trade_id, attempt=1)
 
 
-def _unsent_below(trade: Trade, nonce: int) -> list[ChainTransaction]:
+def _unsent_below(trade: Trade, nonce: int, *, exclude: set[int]) -> list[ChainTransaction]:
     """The wallet's other signed, persisted, never-sent first attempts below `nonce`: sent first, in
     nonce order, so a node that refuses future nonces (Hardhat automine) is never handed a gap by
     two workers broadcasting out of order. Same bytes as their own broadcast would send."""
@@ -647,7 +776,8 @@ def _unsent_below(trade: Trade, nonce: int) -> list[ChainTransaction]:
             replaces__isnull=True,
             nonce__lt=nonce,
         )
-        .exclude(trade_id=trade.pk)
+        .exclude(trade_id__in=exclude)
+        .select_related("trade__wallet", "trade__chain")
         .order_by("nonce")
     )
 
@@ -667,21 +797,81 @@ def enqueue_now(task: str, *args) -> None:
 # --- confirm -------------------------------------------------------------------------------------
 
 
-def trade_confirm(*, trade_id: int) -> Trade | None:
+class _ChainView:
+    """One look at a chain for many confirms: the head, the receipts of every hash asked for in one
+    request, the settlement gate's block hash once per height."""
+
+    def __init__(self, chain, tx_hashes: list[str]):
+        self.chain = chain
+        self.head = chainio.block_number(chain)
+        unique = list(dict.fromkeys(tx_hashes))
+        self._receipts = dict(zip(unique, chainio.receipts(chain, unique), strict=True))
+        self._quorum: dict[int, str | None] = {}
+
+    def receipts(self, tx_hashes: list[str]) -> list:
+        missing = [h for h in tx_hashes if h not in self._receipts]
+        if missing:
+            self._receipts.update(zip(missing, chainio.receipts(self.chain, missing), strict=True))
+        return [self._receipts[h] for h in tx_hashes]
+
+    def quorum_block_hash(self, number: int) -> str | None:
+        if number not in self._quorum:
+            self._quorum[number] = chainio.quorum_block_hash(self.chain, number)
+        return self._quorum[number]
+
+
+def _live_transactions(trade_ids: list[int]) -> dict[int, list[ChainTransaction]]:
+    # Every transaction of the trade counts, recorded as sent or not: a trade must never settle on
+    # its approval while its swap is still on the way.
+    live: dict[int, list[ChainTransaction]] = {trade_id: [] for trade_id in trade_ids}
+    for tx in (
+        ChainTransaction.objects.filter(trade_id__in=trade_ids)
+        .exclude(status=ChainTransaction.Status.REPLACED)
+        .order_by("trade_id", "sequence", "-attempt")
+    ):
+        live[tx.trade_id].append(tx)
+    return live
+
+
+def trade_confirm_many(trade_ids: list[int]) -> int:
+    """trade_confirm for each CONFIRMING trade among `trade_ids`, with one head read and one receipts
+    request per chain for all of them. One trade's contention does not cost the others their check:
+    the next tick (or confirm) looks at it again. Returns how many were looked at."""
+    trades = list(
+        Trade.objects.select_related("chain").filter(pk__in=trade_ids, state=S.CONFIRMING).order_by("pk")
+    )
+    live = _live_transactions([t.pk for t in trades])
+    views: dict[int, _ChainView] = {}
+    for trade in trades:
+        if trade.chain_id not in views:
+            hashes = [
+                tx.tx_hash for t in trades if t.chain_id == trade.chain_id for tx in live[t.pk] if tx.tx_hash
+            ]
+            views[trade.chain_id] = _ChainView(trade.chain, hashes)
+        try:
+            trade_confirm(trade_id=trade.pk, view=views[trade.chain_id], live=live[trade.pk])
+        except (SerializationRetriesExhausted, OperationalError) as exc:
+            if isinstance(exc, OperationalError) and not is_retryable(exc):
+                raise
+            logger.info("confirm skipped this time: contention", extra={"trade": trade.pk})
+    return len(trades)
+
+
+def trade_confirm(
+    *, trade_id: int, view: _ChainView | None = None, live: list[ChainTransaction] | None = None
+) -> Trade | None:
     """Read receipts; FAILED on status 0; SETTLED at the chain's confirmation depth on a canonical
     block; CANCELLED when a cancel won the nonce. A transaction unmined for REPLACE_AFTER_BLOCKS gets a
-    replacement with both fees raised (capped by the scope); once the deadline has passed, a cancel."""
+    replacement with both fees raised (capped by the scope); once the deadline has passed, a cancel.
+    `view` and `live` are trade_confirm_many's shared reads."""
     trade = _load(trade_id)
     if trade is None or trade.state != S.CONFIRMING:
         return trade
-    head = chainio.block_number(trade.chain)
-    # Every transaction of the trade counts, recorded as sent or not: a trade must never settle on
-    # its approval while its swap is still on the way.
-    live = list(
-        ChainTransaction.objects.filter(trade=trade)
-        .exclude(status=ChainTransaction.Status.REPLACED)
-        .order_by("sequence", "-attempt")
-    )
+    if live is None:
+        live = _live_transactions([trade.pk])[trade.pk]
+    if view is None:
+        view = _ChainView(trade.chain, [tx.tx_hash for tx in live if tx.tx_hash])
+    head = view.head
     by_sequence: dict[int, list[ChainTransaction]] = {}
     for tx in live:
         by_sequence.setdefault(tx.sequence, []).append(tx)
@@ -690,7 +880,7 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
     stuck: list[ChainTransaction] = []
     observed: dict[int, str] = {}  # transaction id -> the inclusion block hash the gate checked
     for _sequence, candidates in sorted(by_sequence.items()):
-        mined = _first_mined(trade.chain, candidates)
+        mined = _first_mined(view, candidates)
         if mined is None:
             final = False
             latest = candidates[0]
@@ -711,7 +901,7 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
         depth = head - receipt.block_number + 1
         if depth < trade.chain.confirmations_required:
             final = False
-        elif chainio.quorum_block_hash(trade.chain, receipt.block_number) != block_hash:
+        elif view.quorum_block_hash(receipt.block_number) != block_hash:
             # The settlement gate: k endpoints must agree the inclusion block is this one.
             final = False
     if stuck and not final:
@@ -739,10 +929,10 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
     return trade
 
 
-def _first_mined(chain, candidates: list[ChainTransaction]):
-    """The first candidate (latest attempt first) with a receipt, asking for all of them at once."""
+def _first_mined(view: _ChainView, candidates: list[ChainTransaction]):
+    """The first candidate (latest attempt first) with a receipt."""
     sent = [tx for tx in candidates if tx.tx_hash]
-    for tx, receipt in zip(sent, chainio.receipts(chain, [tx.tx_hash for tx in sent]), strict=True):
+    for tx, receipt in zip(sent, view.receipts([tx.tx_hash for tx in sent]), strict=True):
         if receipt is not None:
             return tx, receipt
     return None
@@ -999,16 +1189,7 @@ def confirm_all() -> int:
     was most of a tick's work under a burst."""
     sent = ChainTransaction.objects.filter(trade_id=OuterRef("pk"), broadcast_at__isnull=False)
     ids = list(Trade.objects.filter(state=S.CONFIRMING).filter(Exists(sent)).values_list("pk", flat=True))
-    for trade_id in ids:
-        try:
-            trade_confirm(trade_id=trade_id)
-        except (SerializationRetriesExhausted, OperationalError) as exc:
-            # One trade's contention must not cost every later trade its check: the next tick (or
-            # the trade's own confirm task) looks again.
-            if isinstance(exc, OperationalError) and not is_retryable(exc):
-                raise
-            logger.info("confirm skipped this tick: contention", extra={"trade": trade_id})
-    return len(ids)
+    return trade_confirm_many(ids)
 
 
 __all__ = [
@@ -1018,6 +1199,9 @@ __all__ = [
     "trade_after_signing",
     "trade_broadcast",
     "trade_confirm",
+    "trade_confirm_many",
+    "trade_after_signing_batch",
+    "trade_broadcast_many",
     "trade_cancel",
     "recover_stalled_trades",
     "confirm_all",

@@ -28,7 +28,7 @@ RETRY = {
 def _run(task, step, **kwargs) -> None:
     try:
         step(**kwargs)
-    except (SerializationRetriesExhausted, NonceNotYetValid, OperationalError) as exc:
+    except (SerializationRetriesExhausted, NonceNotYetValid, rmtm.WalletBusy, OperationalError) as exc:
         # Transient by nature: the competing transaction has committed, or the lower nonce is one
         # step behind. Come back in a moment rather than after a growing backoff. (A serialization
         # failure outside a retried transaction lands here too: every step is idempotent.)
@@ -49,15 +49,15 @@ def validate(self, trade_id: int) -> None:
 
 @custos_task(name="trades.after_signing", queue=Queue.EXECUTION, **RETRY)
 def after_signing(self, trade_id: int, attempt: int) -> None:
-    _run(self, rmtm.trade_after_signing, trade_id=int(trade_id), attempt=int(attempt))
+    """The signer's answer for one request: persisted, then broadcast in the same step."""
+    _run(self, rmtm.trade_after_signing_batch, requests=[(int(trade_id), int(attempt))])
 
 
 @custos_task(name="trades.after_signing_batch", queue=Queue.EXECUTION, **RETRY)
 def after_signing_batch(self, requests: list) -> None:
-    """The signer's answer for a batch: each (trade, attempt) in turn, each step idempotent, so a
-    redelivery after a crash redoes nothing that was done."""
-    for trade_id, attempt in requests:
-        _run(self, rmtm.trade_after_signing, trade_id=int(trade_id), attempt=int(attempt))
+    """The signer's answer for a batch: persisted in one transaction, then broadcast wallet by wallet
+    in nonce order. Idempotent, so a redelivery after a crash redoes nothing that was done."""
+    _run(self, rmtm.trade_after_signing_batch, requests=[(int(t), int(a)) for t, a in requests])
 
 
 @custos_task(name="trades.broadcast", queue=Queue.EXECUTION, **RETRY)
@@ -68,6 +68,12 @@ def broadcast(self, trade_id: int) -> None:
 @custos_task(name="trades.confirm", queue=Queue.EXECUTION, **RETRY)
 def confirm(self, trade_id: int) -> None:
     _run(self, rmtm.trade_confirm, trade_id=int(trade_id))
+
+
+@custos_task(name="trades.confirm_batch", queue=Queue.EXECUTION, **RETRY)
+def confirm_batch(self, trade_ids: list) -> None:
+    """Receipts of every trade a broadcast step sent, in one request."""
+    _run(self, rmtm.trade_confirm_many, trade_ids=[int(t) for t in trade_ids])
 
 
 @custos_task(name="trades.tick", queue=Queue.EXECUTION)

@@ -230,6 +230,9 @@ SWAP_GAS_HEADROOM = env.int("SWAP_GAS_HEADROOM", default=50_000)
 # Gas limit for a swap whose gas the node cannot estimate with the approval's state override
 # (Hardhat): the call itself is still simulated. A V2 two-token swap uses about 140k.
 SWAP_GAS_WITHOUT_ESTIMATE = env.int("SWAP_GAS_WITHOUT_ESTIMATE", default=250_000)
+# Validations of one wallet queue for its nonce cursor; whoever holds it judges up to this many of
+# the wallet's waiting trades in one transaction (each in its own savepoint).
+VALIDATE_BATCH_SIZE = env.int("VALIDATE_BATCH_SIZE", default=16)
 # A non-terminal trade untouched this long has its step re-enqueued by recover_stalled_trades.
 TRADE_STALL_SECONDS = env.int("TRADE_STALL_SECONDS", default=60)
 # A broadcast transaction unmined after this many blocks gets a replacement with both fees raised

@@ -235,6 +235,21 @@ def test_audit_verify_names_the_first_broken_link(funded_wallet):
     assert f"event {event.pk}" in out.getvalue()
 
 
+def test_audit_verify_finds_an_event_removed_from_the_end_of_a_chain(funded_wallet):
+    """Each link only names its predecessor, so the chain alone cannot tell that its newest event
+    is gone: the head kept on the trade's row can."""
+    grant_scope(funded_wallet)
+    trade = _submit(funded_wallet, key="audit-tail")
+    rmtm.trade_simulate(trade_id=trade.pk)
+    assert audit_verify(trade_ids=[trade.pk])[1] is None
+    newest = trade.events.order_by("-id").first()
+    TradeEvent.objects.filter(pk=newest.pk).delete()
+    _checked, broken = audit_verify(trade_ids=[trade.pk])
+    assert broken is not None
+    assert broken.trade_id == trade.pk
+    assert "recorded head" in broken.problem
+
+
 class _StuckChain:
     """Automine off and a base fee just above what the frozen transactions pay: they sit unmined
     while blocks go by, and a 12.5% bump gets them in."""
@@ -547,3 +562,102 @@ def test_a_simulation_is_three_requests_to_the_node_and_validation_two(scoped_wa
     trade.refresh_from_db()
     assert trade.state == "SIGNING", trade.reason
     assert [tx.kind for tx in trade.transactions.order_by("sequence")] == ["approve", "swap"]
+
+
+def _simulated(wallet, keys: list[str], amount_in: int = 10 * 10**6) -> list[Trade]:
+    trades = [_submit(wallet, key=key, amount_in=amount_in) for key in keys]
+    for trade in trades:
+        rmtm.trade_simulate(trade_id=trade.pk)
+    return trades
+
+
+def test_one_validation_judges_every_waiting_trade_of_the_wallet_with_one_balance_read(scoped_wallet):
+    """The trade whose task runs first judges the others waiting in VALIDATING too: one read of
+    balances and fees for all of them, nonces handed out in trade order, and what an earlier trade
+    may spend no longer there for a later one. Their own validations then find nothing to do."""
+    trades = _simulated(scoped_wallet, [f"round-{i}" for i in range(4)])
+    stats = pool_for(trades[0].chain).stats
+    before = stats.http_requests
+    rmtm.trade_validate(trade_id=trades[0].pk)
+    assert (
+        stats.http_requests - before == 2
+    )  # one balances-and-fees batch and the pending nonce, for all four
+    states = {t.pk: Trade.objects.get(pk=t.pk).state for t in trades}
+    assert set(states.values()) == {"SIGNING"}, states
+    nonces = [sorted(int(n) for n in t.transactions.values_list("nonce", flat=True)) for t in trades]
+    assert nonces == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    before = stats.http_requests
+    for trade in trades[1:]:
+        rmtm.trade_validate(trade_id=trade.pk)
+    assert stats.http_requests == before  # nothing left to do, nothing asked of the node
+
+
+def test_a_trade_the_round_cannot_fund_is_rejected_alone(scoped_wallet, deployed_devchain):
+    """25 dUSDC, three trades of 10: each alone fits the balance, together they do not. The third is
+    rejected with the reason, its savepoint undone (no nonce, no transaction); the others frozen."""
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    usdc = Token.objects.get(symbol="dUSDC")
+    erc20 = w3.eth.contract(address=usdc.address, abi=devchain.load_artifact("DevToken")["abi"])
+    # Leave the wallet 25 dUSDC (the dev node lets the test move the rest away as the wallet).
+    keep = 25 * 10**6
+    extra = erc20.functions.balanceOf(scoped_wallet.address).call() - keep
+    w3.provider.make_request("hardhat_impersonateAccount", [scoped_wallet.address])
+    sent = erc20.functions.transfer("0x000000000000000000000000000000000000dEaD", extra).transact(
+        {"from": scoped_wallet.address}
+    )
+    w3.eth.wait_for_transaction_receipt(sent)
+    w3.provider.make_request("hardhat_stopImpersonatingAccount", [scoped_wallet.address])
+    first, second, third = _simulated(scoped_wallet, ["fund-a", "fund-b", "fund-c"], amount_in=10 * 10**6)
+    rmtm.trade_validate(trade_id=first.pk)
+    first, second, third = (Trade.objects.get(pk=t.pk) for t in (first, second, third))
+    assert (first.state, second.state, third.state) == ("SIGNING", "SIGNING", "REJECTED")
+    assert third.reason.startswith("insufficient_balance")
+    assert not third.transactions.exists()
+    # Nonce 0 went to the transfer above: the chain's pending count moves the cursor past it.
+    frozen = sorted(
+        int(n)
+        for n in ChainTransaction.objects.filter(trade__in=[first, second]).values_list("nonce", flat=True)
+    )
+    assert frozen == [1, 2, 3, 4]
+    assert NonceCursor.objects.get(wallet=scoped_wallet).next_nonce == 5
+
+
+def test_a_validation_that_finds_the_wallet_busy_does_not_wait(scoped_wallet):
+    """Another worker holds the wallet's validation lock: the step says so at once (its task comes
+    back in a moment) instead of idling a worker until the lock is free."""
+    from project.db import LOCK_WALLET_NONCES
+    from tests.signing.test_batch import _other_connection
+
+    (trade,) = _simulated(scoped_wallet, ["busy"])
+    with _other_connection() as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_WALLET_NONCES, scoped_wallet.pk])
+        with pytest.raises(rmtm.WalletBusy):
+            rmtm.trade_validate(trade_id=trade.pk)
+        assert Trade.objects.get(pk=trade.pk).state == "VALIDATING"
+    rmtm.trade_validate(trade_id=trade.pk)
+    assert Trade.objects.get(pk=trade.pk).state == "SIGNING"
+
+
+def test_the_signers_answer_is_persisted_and_broadcast_in_one_step_then_confirmed_together(
+    scoped_wallet,
+):
+    """trade_after_signing_batch: the signed bytes persisted, every trade's transactions sent in
+    nonce order in the same step (no broadcast task in between), and one confirm with one receipts
+    request settles them all."""
+    Chain.objects.update(confirmations_required=1)
+    trades = _simulated(scoped_wallet, ["answer-a", "answer-b", "answer-c"])
+    rmtm.trade_validate(trade_id=trades[0].pk)
+    outcomes = signer.trade_sign_batch([(t.pk, 1) for t in trades])
+    assert all(o.signed for o in outcomes.values())
+    rmtm.trade_after_signing_batch([(t.pk, 1) for t in reversed(trades)])
+    sent = ChainTransaction.objects.filter(trade__in=trades).order_by("nonce")
+    assert [int(tx.nonce) for tx in sent] == list(range(6))
+    assert all(tx.broadcast_at is not None for tx in sent)
+    stats = pool_for(trades[0].chain).stats
+    before = stats.http_requests
+    assert rmtm.trade_confirm_many([t.pk for t in trades]) == 3
+    assert {Trade.objects.get(pk=t.pk).state for t in trades} == {"SETTLED"}
+    # The head, one receipts request for all six, the settlement gate's block hash per block.
+    blocks = len(set(sent.values_list("receipt_block_number", flat=True)))
+    assert stats.http_requests - before <= 2 + blocks
+    assert audit_verify(trade_ids=[t.pk for t in trades])[1] is None
