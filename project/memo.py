@@ -1,4 +1,4 @@
-"""Reads remembered for the length of one unit of work (a validation batch's transaction)."""
+"""Reads remembered for the length of one unit of work (a validation round)."""
 
 from collections.abc import Callable
 from typing import TypeVar

@@ -64,7 +64,7 @@ def _bps(part: Decimal, whole: Decimal) -> int:
 
 def asset_reference(token: Token, *, now: datetime | None = None, memo: dict | None = None) -> AssetReference:
     """The median USD price of `token` over its fresh independent sources, or why there is none.
-    `memo` keeps the ticks read for reuse within one transaction (freshness is judged at `now`)."""
+    `memo` keeps the ticks read for reuse within one validation round (freshness is judged at `now`)."""
     now = now or timezone.now()
     max_age = settings.MARKET_MAX_PRICE_AGE_SECONDS
     fresh, stale = [], []
@@ -117,7 +117,7 @@ def reference_check(
 ) -> ReferenceCheck:
     """Is `quoted_out` (base units of `token_out`) for `amount_in` (base units of `token_in`, both
     given by address) within `tolerance_bps` of the reference price? `memo`: the token and tick
-    reads, kept for the next checks in the same transaction (a validation batch)."""
+    reads, kept for the next checks of the same unit of work (a validation round)."""
     now = now or timezone.now()
     tin, tout = (
         remember(

@@ -43,7 +43,7 @@ def _views(token_in: Token, token_out: Token):
 
 def advice_gate_check(trade, scope, *, memo: dict | None = None) -> str:
     """'' when the advice does not object; otherwise why the scope's advisory gate refuses `trade`.
-    `memo` keeps the scope's gate settings for the next checks in the same transaction."""
+    `memo` keeps the scope's gate settings for the next checks of the same validation round."""
     gate = remember(memo, ("advice_gate", scope.pk), lambda: selectors.gate_for_scope(scope_id=scope.pk))
     if gate is None or not trade.path:
         return ""

@@ -322,9 +322,8 @@ def trade_validate(*, trade_id: int) -> Trade | None:
 
     Every validation of a wallet writes its nonce cursor, so one at a time holds the wallet's
     PostgreSQL advisory lock (project.db.queued_for) and judges every trade of the wallet waiting in
-    VALIDATING with the same input token, in batches (up to VALIDATE_BATCH_SIZE, oldest first; one
-    SERIALIZABLE transaction each, every trade in its own savepoint so a refusal ends only its own
-    trade), and looks again before it lets go. A validation that finds the lock held does not wait
+    VALIDATING with the same input token, in rounds (up to VALIDATE_BATCH_SIZE, oldest first; see
+    _judge_round), and looks again before it lets go. A validation that finds the lock held does not wait
     for it, which would idle a worker: it raises WalletBusy and its task comes back in a moment,
     by when the holder has usually judged its trade too."""
     trade = _load(trade_id)
@@ -333,12 +332,12 @@ def trade_validate(*, trade_id: int) -> Trade | None:
     with queued_for(LOCK_WALLET_NONCES, trade.wallet_id, wait=False) as held:
         if not held:
             raise WalletBusy(f"another validation of wallet {trade.wallet_id} is running")
-        while waiting := _validation_batch(trade):
+        while waiting := _validation_round(trade):
             _judge_round(waiting)
     return _load(trade_id)
 
 
-def _validation_batch(trade: Trade) -> list[Trade]:
+def _validation_round(trade: Trade) -> list[Trade]:
     """The wallet's trades waiting in VALIDATING that spend `trade`'s input token (the balance read
     covers that one token), oldest first: read outside any transaction."""
     waiting = Trade.objects.filter(
@@ -389,7 +388,7 @@ def _judge(trade: Trade, state: chainio.WalletState, simulation: dict, memo: dic
 
 
 def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: dict) -> tuple[int, int]:
-    """Judge and freeze one trade (inside the batch's transaction); returns what it may spend:
+    """Judge and freeze one trade (inside its transaction); returns what it may spend:
     (input token units, wei of value and gas at the fee cap)."""
     now = timezone.now()
     reasons = []
@@ -481,8 +480,8 @@ def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: di
 
 class _ReadOnce(ScopeState):
     """The scope check's facts, read from the database once: the nonce cursor for all of a trade's
-    transactions (judged after its nonce allocation), the active scopes for the whole batch (kept in
-    the batch's `memo`, keyed by wallet and chain: the first trade's moment is the batch's)."""
+    transactions (judged after its nonce allocation), the active scopes for the whole round (kept in
+    the round's `memo`, keyed by wallet and chain: the first trade's moment is the round's)."""
 
     def __init__(self, memo: dict):
         self._next: dict[tuple, int | None] = {}
@@ -798,8 +797,8 @@ def enqueue_now(task: str, *args) -> None:
 
 
 class _ChainView:
-    """One look at a chain for many confirms: the head, the receipts of every hash asked for in one
-    request, the settlement gate's block hash once per height."""
+    """One look at a chain for many confirms: the head, the receipts of every live transaction's hash
+    (read in one request when the view is made), the settlement gate's block hash once per height."""
 
     def __init__(self, chain, tx_hashes: list[str]):
         self.chain = chain
@@ -809,9 +808,6 @@ class _ChainView:
         self._quorum: dict[int, str | None] = {}
 
     def receipts(self, tx_hashes: list[str]) -> list:
-        missing = [h for h in tx_hashes if h not in self._receipts]
-        if missing:
-            self._receipts.update(zip(missing, chainio.receipts(self.chain, missing), strict=True))
         return [self._receipts[h] for h in tx_hashes]
 
     def quorum_block_hash(self, number: int) -> str | None:
@@ -838,7 +834,9 @@ def trade_confirm_many(trade_ids: list[int]) -> int:
     request per chain for all of them. One trade's contention does not cost the others their check:
     the next tick (or confirm) looks at it again. Returns how many were looked at."""
     trades = list(
-        Trade.objects.select_related("chain").filter(pk__in=trade_ids, state=S.CONFIRMING).order_by("pk")
+        Trade.objects.select_related("wallet", "chain", "dex", "owner")
+        .filter(pk__in=trade_ids, state=S.CONFIRMING)
+        .order_by("pk")
     )
     live = _live_transactions([t.pk for t in trades])
     views: dict[int, _ChainView] = {}
@@ -849,7 +847,7 @@ def trade_confirm_many(trade_ids: list[int]) -> int:
             ]
             views[trade.chain_id] = _ChainView(trade.chain, hashes)
         try:
-            trade_confirm(trade_id=trade.pk, view=views[trade.chain_id], live=live[trade.pk])
+            _confirm(trade, views[trade.chain_id], live[trade.pk])
         except (SerializationRetriesExhausted, OperationalError) as exc:
             if isinstance(exc, OperationalError) and not is_retryable(exc):
                 raise
@@ -857,20 +855,20 @@ def trade_confirm_many(trade_ids: list[int]) -> int:
     return len(trades)
 
 
-def trade_confirm(
-    *, trade_id: int, view: _ChainView | None = None, live: list[ChainTransaction] | None = None
-) -> Trade | None:
+def trade_confirm(*, trade_id: int) -> Trade | None:
     """Read receipts; FAILED on status 0; SETTLED at the chain's confirmation depth on a canonical
     block; CANCELLED when a cancel won the nonce. A transaction unmined for REPLACE_AFTER_BLOCKS gets a
-    replacement with both fees raised (capped by the scope); once the deadline has passed, a cancel.
-    `view` and `live` are trade_confirm_many's shared reads."""
+    replacement with both fees raised (capped by the scope); once the deadline has passed, a cancel."""
     trade = _load(trade_id)
     if trade is None or trade.state != S.CONFIRMING:
         return trade
-    if live is None:
-        live = _live_transactions([trade.pk])[trade.pk]
-    if view is None:
-        view = _ChainView(trade.chain, [tx.tx_hash for tx in live if tx.tx_hash])
+    live = _live_transactions([trade.pk])[trade.pk]
+    return _confirm(trade, _ChainView(trade.chain, [tx.tx_hash for tx in live if tx.tx_hash]), live)
+
+
+def _confirm(trade: Trade, view: _ChainView, live: list[ChainTransaction]) -> Trade | None:
+    """trade_confirm's work on a CONFIRMING trade, its live transactions and a view of its chain."""
+    trade_id = trade.pk
     head = view.head
     by_sequence: dict[int, list[ChainTransaction]] = {}
     for tx in live:
