@@ -309,23 +309,27 @@ class RpcPool:
     def exchange(
         self, calls: Sequence[tuple[str, Sequence]], *, url: str | None = None
     ) -> tuple[str, list[dict]]:
-        """Calls in one HTTP request to one endpoint (`url`, or the best that answers), each item's
-        answer as the node gave it, `result` or `error`: for reads whose JSON-RPC errors are answers
-        (a revert, an unknown receipt) rather than faults of the endpoint. Returns the endpoint's URL,
-        so later reads that must see the same view of the chain can name it."""
+        """Calls to one endpoint (`url`, or the best that answers), one HTTP request per RPC_BATCH_SIZE
+        of them, each item's answer as the node gave it, `result` or `error`: for reads whose JSON-RPC
+        errors are answers (a revert, an unknown receipt) rather than faults of the endpoint. Returns
+        the endpoint's URL, so later reads that must see the same view of the chain can name it."""
         body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in enumerate(calls)]
+        size = settings.RPC_BATCH_SIZE  # providers cap a batch's length: longer ones go in parts
         errors = []
         for ep in self.candidates():
             if url is not None and ep.url != url:
                 continue
-            answer = self._post(ep, body)
-            if answer.ok and isinstance(answer.payload, list):
-                by_id = {item.get("id"): item for item in answer.payload if isinstance(item, dict)}
+            by_id: dict = {}
+            for start in range(0, len(body), size):
+                answer = self._post(ep, body[start : start + size])
+                if not (answer.ok and isinstance(answer.payload, list)):
+                    errors.append(answer.error or f"{ep.name}: unexpected response shape")
+                    break
+                by_id.update((item.get("id"), item) for item in answer.payload if isinstance(item, dict))
+            else:
                 if all(i in by_id for i in range(len(calls))):
                     return ep.url, [by_id[i] for i in range(len(calls))]
                 errors.append(f"{ep.name}: {len(by_id)} of {len(calls)} answers")
-            else:
-                errors.append(answer.error or f"{ep.name}: unexpected response shape")
         raise NoEndpointAvailable(f"{self._nothing_available()}; exchange: {'; '.join(errors) or url}")
 
     def pending_nonce(self, address: str) -> int:

@@ -181,11 +181,19 @@ def _is_revert(error: dict) -> bool:
     return has_data or error.get("code") == 3 or "revert" in str(error.get("message", "")).lower()
 
 
+def _failure(error: dict, what: str = "") -> Exception:
+    """The exception for an item's JSON-RPC error: the contract's answer (a revert) ends the trade;
+    anything else is the node failing to answer, which heals (the step is retried)."""
+    if _is_revert(error):
+        return SimulationReverted(f"{what}{_rpc_error_reason(error)}")
+    return ChainUnavailable(f"{what}{error.get('message', error)}")
+
+
 # --- simulation ----------------------------------------------------------------------------------
 
 _lock = threading.Lock()
 _allowance_slots: dict[tuple[str, str], int | None] = {}
-_pairs: dict[tuple[str, str, str], str] = {}
+_pairs: dict[tuple[int, str, str, str], str] = {}
 
 
 def _allowance_key(owner: str, spender: str, slot: int) -> str:
@@ -238,7 +246,8 @@ def allowance_override(pool: RpcPool, url: str, token: str, owner: str, spender:
 
 def _pair_of(pool: RpcPool, url: str, factory: str, token_in: str, token_out: str) -> str:
     """The pair contract of two tokens: a pair, once created, never moves, so it is asked for once."""
-    key = (factory.lower(), *sorted([token_in.lower(), token_out.lower()]))
+    # Dev chains (and CREATE2 deployments) repeat addresses across chains: the chain is in the key.
+    key = (pool.chain_id, factory.lower(), *sorted([token_in.lower(), token_out.lower()]))
     pair = _pairs.get(key)
     if pair is None:
         _url, (answer,) = _exchange(
@@ -247,7 +256,7 @@ def _pair_of(pool: RpcPool, url: str, factory: str, token_in: str, token_out: st
             url=url,
         )
         if answer.get("error"):
-            raise SimulationReverted(f"quote: {_rpc_error_reason(answer['error'])}")
+            raise _failure(answer["error"], "quote: ")
         (pair,) = _returned(answer, ["address"], "getPair")
         if pair == ZERO_ADDRESS:
             raise SimulationReverted(f"quote: no pool for {token_in}/{token_out}")
@@ -300,7 +309,7 @@ def simulate(
     _url, answers = _exchange(pool, reads, url=url)
     for answer in answers:
         if answer.get("error") and _is_revert(answer["error"]):
-            raise SimulationReverted(f"quote: {_rpc_error_reason(answer['error'])}")
+            raise _failure(answer["error"], "quote: ")
     (amounts,) = _returned(answers[0], ["uint256[]"], "getAmountsOut")
     if len(amounts) != len(path):
         raise ChainUnavailable(f"getAmountsOut: {len(amounts)} amounts for a path of {len(path)}")
@@ -345,13 +354,13 @@ def _call_and_estimate(pool: RpcPool, url: str, checks: list[tuple[dict, dict]],
     for index, (_tx, override) in enumerate(checks):
         called, estimated = answers[2 * index], answers[2 * index + 1]
         if called.get("error"):
-            raise SimulationReverted(_rpc_error_reason(called["error"]))
+            raise _failure(called["error"])
         error = estimated.get("error")
         if error:
             if override and error.get("code") == -32602:
                 gas.append(settings.SWAP_GAS_WITHOUT_ESTIMATE)
                 continue
-            raise SimulationReverted(_rpc_error_reason(error))
+            raise _failure(error)
         gas.append(int(estimated["result"], 16))
     return gas
 

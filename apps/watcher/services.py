@@ -24,7 +24,6 @@ from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.models import ChainTransaction, TradeState
 from apps.watcher.models import BlockHeader, Reorg
 from project import locks
-from project.locks import single_run
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class TickReport:
 @contextmanager
 def chain_lock(chain_id: int, *, client: redis.Redis | None = None) -> Iterator[bool]:
     """Yields True if this caller holds the chain's tick lock; released only by its holder."""
-    with single_run(
+    with locks.single_run(
         f"custos:watcher:tick:{chain_id}", ttl_seconds=settings.WATCHER_LOCK_TTL_SECONDS, using=client
     ) as held:
         yield held

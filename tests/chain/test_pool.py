@@ -277,6 +277,19 @@ def test_health_is_recorded_on_the_endpoint_row_and_shown_in_the_admin(proxy, ha
         pools_reset()
 
 
+def test_an_exchange_longer_than_the_batch_size_goes_in_parts_to_one_endpoint(hardhat_url, settings):
+    """Providers cap a JSON-RPC batch's length: an exchange of 5 calls with RPC_BATCH_SIZE 2 is three
+    requests, its answers in call order as if it were one."""
+    settings.RPC_BATCH_SIZE = 2
+    pool = _pool(_ep(hardhat_url, "direct", 1))
+    calls = [("eth_getBlockByNumber", [hex(n), False]) for n in range(5)]
+    before = pool.stats.http_requests
+    url, answers = pool.exchange(calls)
+    assert url == hardhat_url
+    assert pool.stats.http_requests - before == 3
+    assert [int(a["result"]["number"], 16) for a in answers] == list(range(5))
+
+
 def test_an_exchange_hands_back_each_answer_from_one_endpoint_and_fails_over_as_a_whole(proxy, hardhat_url):
     pool = _pool(_ep(proxy.url, "first", 1), _ep(hardhat_url, "direct", 2))
     calls = [

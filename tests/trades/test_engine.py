@@ -661,3 +661,18 @@ def test_the_signers_answer_is_persisted_and_broadcast_in_one_step_then_confirme
     blocks = len(set(sent.values_list("receipt_block_number", flat=True)))
     assert stats.http_requests - before <= 2 + blocks
     assert audit_verify(trade_ids=[t.pk for t in trades])[1] is None
+
+
+def test_a_node_error_in_a_simulation_read_is_retried_and_a_revert_ends_the_trade():
+    """Only the contract's own answer (a revert) may fail a trade; a node that fails to answer
+    ("header not found", an internal error) is a step to retry."""
+    from apps.trades import chainio
+
+    reverted = chainio._failure({"code": 3, "message": "execution reverted", "data": "0x"}, "quote: ")
+    assert isinstance(reverted, chainio.SimulationReverted)
+    assert reverted.reason.startswith("quote: ")
+    for flaky in (
+        {"code": -32000, "message": "header not found"},
+        {"code": -32603, "message": "internal error"},
+    ):
+        assert isinstance(chainio._failure(flaky), chainio.ChainUnavailable)
