@@ -23,7 +23,7 @@ from psycopg.pq import Format
 from apps.chain.models import Chain
 from apps.chain.txcodec import payload_hash
 from apps.signing.backends import backend_from_settings
-from apps.signing.backends.base import KeyBackend, KeyBackendError, VaultSealedError, VaultUnavailableError
+from apps.signing.backends.base import KeyBackend, KeyBackendError, KeyBackendUnavailable
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.signing.txsign import sign_transaction
 from apps.trades.models import ChainTransaction, Trade, TradeState
@@ -35,7 +35,7 @@ from project.queues import enqueue_on_commit
 logger = logging.getLogger(__name__)
 
 # Key-backend failures that heal by themselves; every other backend error refuses the request.
-TRANSIENT_KEY_ERRORS = (VaultSealedError, VaultUnavailableError)
+TRANSIENT_KEY_ERRORS = (KeyBackendUnavailable,)
 
 # The engine step that picks up a signed (or refused) attempt.
 SIGNED_TASK = "trades.after_signing"

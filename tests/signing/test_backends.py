@@ -425,6 +425,17 @@ def test_vault_key_lives_in_kv_v2_and_is_never_overwritten(vault_env, monkeypatc
     assert backend.address_of(key_id=ref.key_id) == ref.address
 
 
+def test_only_a_vault_that_cannot_answer_now_is_retried_by_the_signer():
+    """Sealed or unreachable: the signing task retries. Refused credentials or a missing key: the
+    request is refused with the reason (retrying would not change the answer)."""
+    from apps.signing.services import TRANSIENT_KEY_ERRORS
+
+    for heals in (VaultSealedError, VaultUnavailableError):
+        assert issubclass(heals, TRANSIENT_KEY_ERRORS)
+    for final in (VaultPermissionError, VaultKeyNotFoundError):
+        assert not issubclass(final, TRANSIENT_KEY_ERRORS)
+
+
 def test_vault_sealed_says_unseal(vault_env):
     backend = vault_env.backend()
     ref = backend.create_key(label="sealed")

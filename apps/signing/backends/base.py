@@ -135,19 +135,6 @@ def rs_from_bytes(raw: bytes) -> tuple[int, int]:
     return int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")
 
 
-# The Vault backend's errors live here, not in backends/vault.py, so that the signing service can
-# name them (a sealed or unreachable Vault is retried) without importing hvac in every process.
-class VaultSealedError(KeyBackendError):
-    """Vault answered 503 (sealed) or 501 (not initialised)."""
-
-
-class VaultPermissionError(KeyBackendError):
-    """Vault answered 403, or refused the AppRole credentials."""
-
-
-class VaultKeyNotFoundError(KeyBackendError):
-    """No live secret at the key's path (404)."""
-
-
-class VaultUnavailableError(KeyBackendError):
-    """Vault could not be reached: connection refused, reset or timed out."""
+class KeyBackendUnavailable(KeyBackendError):
+    """The key store cannot answer now but will (a sealed or unreachable Vault): the request is
+    retried, never refused."""

@@ -27,12 +27,9 @@ from apps.signing.backends.base import (
     SECP256K1_N,
     KeyBackend,
     KeyBackendError,
+    KeyBackendUnavailable,
     KeyRef,
     Signature,
-    VaultKeyNotFoundError,
-    VaultPermissionError,
-    VaultSealedError,
-    VaultUnavailableError,
     address_from_public_key,
     check_digest,
     check_key_id,
@@ -45,6 +42,22 @@ from apps.signing.backends.base import (
 from apps.signing.log_filters import scrub
 
 logger = logging.getLogger(__name__)
+
+
+class VaultSealedError(KeyBackendUnavailable):
+    """Vault answered 503 (sealed) or 501 (not initialised)."""
+
+
+class VaultPermissionError(KeyBackendError):
+    """Vault answered 403, or refused the AppRole credentials."""
+
+
+class VaultKeyNotFoundError(KeyBackendError):
+    """No live secret at the key's path (404)."""
+
+
+class VaultUnavailableError(KeyBackendUnavailable):
+    """Vault could not be reached: connection refused, reset or timed out."""
 
 
 def _vault_said(exc: hvac_errors.VaultError) -> str:
