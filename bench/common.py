@@ -126,3 +126,62 @@ def funded_pkcs11_wallet(*, url: str, owner, label: str):
         valid_until=timezone.now() + timedelta(days=1),
     )
     return wallet
+
+
+def _proc_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds used so far) for every process /proc shows."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[1] is ppid; utime, stime, cutime, cstime are fields 11..14 after the name
+        cpu = sum(int(f) for f in fields[11:15]) / tick
+        table[int(entry)] = (int(fields[1]), name, cpu)
+    return table
+
+
+class CpuMeter:
+    """CPU seconds per named group of processes between start() and stop(): each group is the given
+    root pids and all their descendants; processes named in `by_name` (e.g. postgres, redis-server)
+    are grouped by command name; what is left is 'other' (this machine is shared). Exited
+    children's time is counted through their parents' cutime/cstime."""
+
+    def __init__(self, roots: dict[str, list[int]], by_name: tuple[str, ...] = ("postgres", "redis-server")):
+        self.roots, self.by_name = roots, by_name
+
+    def _groups(self) -> dict[str, float]:
+        table = _proc_table()
+        group_of: dict[int, str] = {}
+        for group, pids in self.roots.items():
+            group_of.update(dict.fromkeys(pids, group))
+        totals: dict[str, float] = {}
+        for pid, (_ppid, name, cpu) in table.items():
+            group, cursor, seen = None, pid, 0
+            while cursor in table and seen < 64:  # walk up to a root (bounded against pid reuse loops)
+                if cursor in group_of:
+                    group = group_of[cursor]
+                    break
+                cursor, seen = table[cursor][0], seen + 1
+            if group is None:
+                group = name if name in self.by_name else "other"
+            totals[group] = totals.get(group, 0.0) + cpu
+        return totals
+
+    def start(self) -> None:
+        self.t0, self.before = time.perf_counter(), self._groups()
+
+    def stop(self) -> dict[str, float]:
+        """{group: CPU seconds in the interval}, plus 'wall' seconds."""
+        after = self._groups()
+        used = {g: round(after.get(g, 0.0) - self.before.get(g, 0.0), 2) for g in after}
+        return {
+            **{g: s for g, s in sorted(used.items(), key=lambda kv: -kv[1]) if s > 0},
+            "wall": round(time.perf_counter() - self.t0, 2),
+        }

@@ -13,7 +13,8 @@ paced at half the measured throughput (the pipeline's own latency without the qu
 object is the last line. Target: pipeline/(a) >= 1.0 and p50 < 300 ms.
 
 Run: .venv/bin/python bench/pipeline.py [--trades 200]
-(BENCH_EXECUTION_CONCURRENCY / BENCH_SIGNER_CONCURRENCY: pool children per worker, 2 by default.)
+(BENCH_EXECUTION_CONCURRENCY / BENCH_SIGNER_CONCURRENCY: pool children per worker, 2 by default;
+BENCH_WORKER_LOGLEVEL=INFO keeps each task's run time in the workers' logs under the temporary directory.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, funded_pkcs11_wallet, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
+from bench.common import CpuMeter, free_port, funded_pkcs11_wallet, say, softhsm_token, stop_groups  # noqa: E402 - after the path setup above
 
 ENDED = ("REJECTED", "FAILED", "CANCELLED")
 
@@ -137,6 +138,9 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
     # (a) a plain web3.py loop, one swap at a time.
     loop_key = Account.create()
     devchain.fund_address(url=url, address=loop_key.address, eth=Decimal(100), token_units=10**6)
+    node_pid = int((tmp / "node.pid").read_text())
+    meter = CpuMeter({"node": [node_pid], "harness": [os.getpid()]})
+    meter.start()
     start = time.perf_counter()
     nonce = w3.eth.get_transaction_count(loop_key.address)
     for _ in range(n):
@@ -164,7 +168,9 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         w3.eth.wait_for_transaction_receipt(sent)
         nonce += 2
     loop = n / (time.perf_counter() - start)
+    loop_cpu = meter.stop()
     say(f"(a) plain web3.py loop:              {loop:7.1f} swaps/s")
+    say(f"    CPU seconds during (a): {json.dumps(loop_cpu)}")
 
     # The pipeline, with real workers.
     setup_roles(database=connection.settings_dict["NAME"])
@@ -188,7 +194,14 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         concurrency = concurrency_of[queue]
         workers.append(
             subprocess.Popen(
-                [sys.executable, "manage.py", "run_worker", queue, "--loglevel", "WARNING"],
+                [
+                    sys.executable,
+                    "manage.py",
+                    "run_worker",
+                    queue,
+                    "--loglevel",
+                    os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
+                ],
                 cwd=ROOT,
                 env={**env, "DB_ROLE": role, f"WORKER_CONCURRENCY_{queue.upper()}": concurrency},
                 stdout=open(tmp / f"{queue}.log", "w"),
@@ -257,15 +270,25 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
 
     # Burst: every request at once (what the target is judged on).
     start_nonce = w3.eth.get_transaction_count(wallet.address)
+    meter = CpuMeter(
+        {
+            "node": [node_pid],
+            **{f"{q}-worker": [w.pid] for q, w in zip(concurrency_of, workers, strict=True)},
+            "harness": [os.getpid()],
+        }
+    )
+    meter.start()
     start = time.perf_counter()
     ids = [submit(i) for i in range(n)]
     wait_mined(ids, start_nonce)
     elapsed = time.perf_counter() - start
+    burst_cpu = meter.stop()
     pipeline = n / elapsed
     p50, p99, counted = latency_ms(ids)
     say(f"pipeline (real workers):             {pipeline:7.1f} swaps/s")
     say(f"pipeline / (a) = {pipeline / loop:.2f} (target >= 1.0);  pipeline / (b) = {pipeline / ceiling:.2f}")
     say(f"request -> broadcast, burst of {n}: p50 {p50:.0f} ms, p99 {p99:.0f} ms (target p50 < 300 ms)")
+    say(f"    CPU seconds during the burst: {json.dumps(burst_cpu)}")
 
     # Where the burst's time went: each step's first, median and last event (seconds from the
     # first request) and how often it happened (retries and refusals show up as extra events).
@@ -328,6 +351,8 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         "paced_p99_request_to_broadcast_ms": round(paced_p99, 1),
         "paced_median_ms_to_event": steps,
         "burst_timeline_s": timeline,
+        "cpu_seconds_loop": loop_cpu,
+        "cpu_seconds_burst": burst_cpu,
         "target_ratio_vs_loop": 1.0,
         "target_p50_ms": 300,
     }

@@ -208,4 +208,6 @@ def queued_for(
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])
         except DatabaseError:
-            pass  # the session is gone, and its locks with it
+            # The session is gone and its locks with it, or it is in a state that cannot say: close
+            # it so a lock never outlives this block on a connection the next task reuses.
+            connection.close()

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from django.conf import settings
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from apps.chain.models import Chain, RpcEndpoint
@@ -481,6 +482,7 @@ def _retry_after_seconds(value: str | None) -> float:
 # --- one pool per chain per process ------------------------------------------------------------
 
 _pools: dict[int, RpcPool] = {}
+_read_at: dict[int, float] = {}  # chain id -> monotonic time its endpoint list was last read
 _pools_lock = threading.Lock()
 
 
@@ -507,10 +509,23 @@ def _state_from_row(row: RpcEndpoint) -> EndpointState:
 
 
 def pool_for(chain: Chain) -> RpcPool:
-    """The process's pool for `chain`, its endpoint list refreshed from the database; health
-    carries over for endpoints whose URL is unchanged."""
+    """The process's pool for `chain`, its endpoint list refreshed from the database when older than
+    RPC_POOL_REFRESH_SECONDS (every step asks for the pool, several times); health carries over for
+    endpoints whose URL is unchanged."""
+    with _pools_lock:
+        pool = _pools.get(chain.chain_id)
+        read_at = _read_at.get(chain.chain_id)
+    if (
+        pool is not None
+        and read_at is not None
+        and time.monotonic() - read_at < settings.RPC_POOL_REFRESH_SECONDS
+    ):
+        pool.broadcast_to_public = chain.broadcast_to_public
+        pool.quorum_setting = chain.settlement_quorum
+        return pool
     rows = list(RpcEndpoint.objects.filter(chain_id=chain.pk, active=True).order_by("priority", "id"))
     with _pools_lock:
+        _read_at[chain.chain_id] = time.monotonic()
         pool = _pools.get(chain.chain_id)
         if pool is None:
             pool = RpcPool(
@@ -547,3 +562,14 @@ def pools_reset() -> None:
         for pool in _pools.values():
             pool.close()
         _pools.clear()
+        _read_at.clear()
+
+
+def _endpoints_changed(**_kwargs) -> None:
+    """An endpoint saved or deleted in this process: every pool re-reads its list on next use."""
+    with _pools_lock:
+        _read_at.clear()
+
+
+post_save.connect(_endpoints_changed, sender=RpcEndpoint, dispatch_uid="chain.pool.endpoints_changed")
+post_delete.connect(_endpoints_changed, sender=RpcEndpoint, dispatch_uid="chain.pool.endpoints_changed")

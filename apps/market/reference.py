@@ -170,7 +170,7 @@ def reference_check(
         )
     # The pool's spot at the quote block cannot see a pool pushed off its price just before the
     # quote; a fresh TWAP of the pair (stored by the refresh) can.
-    twap = latest_twap(base=tin, quote=tout, now=now)
+    twap = remember(memo, ("twap", tin.pk, tout.pk), lambda: latest_twap(base=tin, quote=tout, now=now))
     if twap is not None:
         expected = Decimal(int(amount_in)) * twap * Decimal(10) ** (tout.decimals - tin.decimals)
         deviation = _bps(expected - quoted, expected)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from apps.trades.models import Trade, TradeEvent
@@ -84,17 +85,10 @@ class AuditEntry:
     to_state: str = ""
 
 
-def audit_append_many(entries: list[AuditEntry]) -> list[TradeEvent]:
-    """Append events (of one or more trades, in the given order) with one read of the trades' last
-    hashes and one INSERT; each links to the one before it on its trade's chain. Call inside the
-    transaction that makes the changes they record."""
-    if not entries:
-        return []
-    ids = {e.trade.pk for e in entries}
-    # The heads live on the trades' rows (one row each, locked as a row), not in a read of the event
-    # table's newest entries, which every concurrent append would also be writing next to.
-    last: dict[int, str] = dict(Trade.objects.filter(pk__in=ids).values_list("pk", "audit_head"))
-    before = dict(last)
+def chain_events(entries: list[AuditEntry], heads: dict[int, str]) -> list[TradeEvent]:
+    """The events for `entries` (not saved), each linked to the one before it on its trade's chain,
+    starting from `heads` (trade id -> last hash, "" for a trade without events), which is moved
+    along to each chain's new head."""
     events = []
     for entry in entries:
         event = TradeEvent(
@@ -103,17 +97,39 @@ def audit_append_many(entries: list[AuditEntry]) -> list[TradeEvent]:
             from_state=entry.from_state,
             to_state=entry.to_state,
             data=json.loads(canonical(entry.data or {})),  # store exactly what is hashed
-            prev_hash=last.get(entry.trade.pk) or genesis_hash(entry.trade.pk),
+            prev_hash=heads.get(entry.trade.pk) or genesis_hash(entry.trade.pk),
             created_at=timezone.now(),
         )
         event.hash = _hash_of(event)
-        last[entry.trade.pk] = event.hash
+        heads[entry.trade.pk] = event.hash
         events.append(event)
+    return events
+
+
+def audit_append_many(entries: list[AuditEntry]) -> list[TradeEvent]:
+    """Append events (of one or more trades, in the given order) with one read of the trades' last
+    hashes, one INSERT and one UPDATE of the heads; each links to the one before it on its trade's
+    chain. Call inside the transaction that makes the changes they record."""
+    if not entries:
+        return []
+    ids = {e.trade.pk for e in entries}
+    # The heads live on the trades' rows (one row each, locked as a row), not in a read of the event
+    # table's newest entries, which every concurrent append would also be writing next to.
+    heads: dict[int, str] = dict(Trade.objects.filter(pk__in=ids).values_list("pk", "audit_head"))
+    before = dict(heads)
+    events = chain_events(entries, heads)
     # One INSERT: PostgreSQL numbers its rows in the order given, so ids follow each chain's order.
     created = TradeEvent.objects.bulk_create(events)
-    for trade_id, head in last.items():
-        if head != before[trade_id]:
-            Trade.objects.filter(pk=trade_id).update(audit_head=head)
+    moved = {trade_id: head for trade_id, head in heads.items() if head != before.get(trade_id)}
+    if len(moved) == 1:
+        ((trade_id, head),) = moved.items()
+        Trade.objects.filter(pk=trade_id).update(audit_head=head)
+    elif moved:
+        Trade.objects.filter(pk__in=moved).update(
+            audit_head=Case(*(When(pk=trade_id, then=Value(head)) for trade_id, head in moved.items()))
+        )
+    for entry in entries:  # the callers' objects stay true to their rows
+        entry.trade.audit_head = heads[entry.trade.pk]
     return created
 
 

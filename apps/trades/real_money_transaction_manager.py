@@ -35,7 +35,7 @@ from apps.market.reference import reference_check
 from apps.ml.gate import advice_gate_check
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades import chainio
-from apps.trades.audit import AuditEntry, audit_append, audit_append_many
+from apps.trades.audit import AuditEntry, audit_append, audit_append_many, chain_events
 from apps.trades.models import ChainTransaction, Trade, TradeEvent, TradeState
 from apps.wallets.models import Wallet
 from apps.wallets.scope import ScopeState, scope_check
@@ -68,7 +68,8 @@ class WalletBusy(Exception):
 
 
 class StaleTrade(Exception):
-    """Another transaction changed the trade since it was read: this step's work is not needed."""
+    """Another transaction changed the trade since it was read (its version or audit head moved): the
+    step runs again from a fresh read (its task retries at once; every step is idempotent)."""
 
 
 class TradeInputError(ValueError):
@@ -89,27 +90,54 @@ def _transition(
     next_task: tuple | None = None,
 ) -> Trade:
     """Call `method` (a django-fsm transition) and persist it with a version check, inside the
-    caller's SERIALIZABLE transaction; append the audit event; enqueue `next_task` on commit."""
-    from_state, version = trade.state, trade.version
+    caller's SERIALIZABLE transaction; append the audit event; enqueue `next_task` on commit.
+
+    One UPDATE moves the state, the version and the audit head together, checked against the
+    version and head `trade` was read with: a trade changed since (a transition, or an event appended
+    without one) raises StaleTrade, and the step runs again from a fresh read."""
+    from_state, version, head = trade.state, trade.version, trade.audit_head
     getattr(trade, method)()
     fields = fields or {}
     for name, value in fields.items():
         setattr(trade, name, value)
-    updated = Trade.objects.filter(pk=trade.pk, version=version).update(
-        state=trade.state, version=version + 1, updated_at=timezone.now(), **fields
+    heads = {trade.pk: head}
+    (event,) = chain_events(
+        [AuditEntry(trade=trade, kind=method, data=data or {}, from_state=from_state, to_state=trade.state)],
+        heads,
+    )
+    updated = Trade.objects.filter(pk=trade.pk, version=version, audit_head=head).update(
+        state=trade.state,
+        version=version + 1,
+        updated_at=timezone.now(),
+        audit_head=heads[trade.pk],
+        **fields,
     )
     if updated != 1:
         raise StaleTrade(f"trade {trade.pk} changed under {method}")
-    trade.version = version + 1
-    audit_append(trade=trade, kind=method, from_state=from_state, to_state=trade.state, data=data)
+    event.save(force_insert=True)
+    trade.version, trade.audit_head = version + 1, heads[trade.pk]
     if next_task:
         enqueue_on_commit(*next_task)
     logger.info("trade transition", extra={"trade": trade.pk, "from": from_state, "to": trade.state})
     return trade
 
 
+def _trades():
+    return Trade.objects.select_related("wallet", "chain", "dex", "owner")
+
+
 def _load(trade_id: int) -> Trade | None:
-    return Trade.objects.select_related("wallet", "chain", "dex", "owner").filter(pk=trade_id).first()
+    return _trades().filter(pk=trade_id).first()
+
+
+def _attempts_reusing(trade: Trade, *, label: str):
+    """serializable_attempts, each with a function giving the trade to work on: the first attempt the
+    object already read (by an earlier transaction of the same step), later ones a fresh read, since
+    a failed attempt may have moved the object along. No re-read is needed the first time: every
+    transition's UPDATE is checked against the version and audit head the object carries, so a trade
+    changed meanwhile (cancelled) raises StaleTrade rather than being overwritten."""
+    for number, attempt in enumerate(serializable_attempts(label=label)):
+        yield attempt, (lambda: trade) if number == 0 else (lambda: _load(trade.pk))
 
 
 def _end(trade_id: int, method: str, reason: str, *, expect: set[str]) -> Trade | None:
@@ -259,9 +287,9 @@ def trade_simulate(*, trade_id: int) -> Trade | None:
         )
     except chainio.SimulationReverted as exc:
         return _end(trade_id, "fail", f"simulation reverted: {exc.reason}", expect={S.SIMULATING})
-    for attempt in serializable_attempts(label="simulate.finish"):
+    for attempt, current in _attempts_reusing(trade, label="simulate.finish"):
         with attempt:
-            trade = _load(trade_id)
+            trade = current()
             if trade is None or trade.state != S.SIMULATING:
                 return trade
             out_min = _amount_out_min(trade, sim.amounts_out)
@@ -340,7 +368,7 @@ def trade_validate(*, trade_id: int) -> Trade | None:
 def _validation_round(trade: Trade) -> list[Trade]:
     """The wallet's trades waiting in VALIDATING that spend `trade`'s input token (the balance read
     covers that one token), oldest first: read outside any transaction."""
-    waiting = Trade.objects.filter(
+    waiting = _trades().filter(
         wallet_id=trade.wallet_id, chain_id=trade.chain_id, state=S.VALIDATING, path__0=trade.path[0]
     )
     return list(waiting.order_by("pk")[: settings.VALIDATE_BATCH_SIZE])
@@ -360,12 +388,15 @@ def _judge_round(waiting: list[Trade]) -> None:
     memo: dict[tuple, object] = {}
     for candidate in waiting:
         spent = None
-        for attempt in serializable_attempts(label="validate"):
-            with attempt:
-                trade = _load(candidate.pk)
-                if trade is None or trade.state != S.VALIDATING:
-                    break
-                spent = _judge(trade, state, simulations.get(trade.pk, {}), memo)
+        try:
+            for attempt, current in _attempts_reusing(candidate, label="validate"):
+                with attempt:
+                    trade = current()
+                    if trade is None or trade.state != S.VALIDATING:
+                        break
+                    spent = _judge(trade, state, simulations.get(trade.pk, {}), memo)
+        except StaleTrade:
+            continue  # changed since the round read it (cancelled): nothing of it was kept
         if spent:
             state = dataclasses.replace(
                 state, token_balance=state.token_balance - spent[0], eth_balance=state.eth_balance - spent[1]
@@ -848,6 +879,8 @@ def trade_confirm_many(trade_ids: list[int]) -> int:
             views[trade.chain_id] = _ChainView(trade.chain, hashes)
         try:
             _confirm(trade, views[trade.chain_id], live[trade.pk])
+        except StaleTrade:
+            logger.info("confirm skipped this time: the trade changed meanwhile", extra={"trade": trade.pk})
         except (SerializationRetriesExhausted, OperationalError) as exc:
             if isinstance(exc, OperationalError) and not is_retryable(exc):
                 raise
@@ -867,16 +900,17 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
 
 
 def _confirm(trade: Trade, view: _ChainView, live: list[ChainTransaction]) -> Trade | None:
-    """trade_confirm's work on a CONFIRMING trade, its live transactions and a view of its chain."""
+    """trade_confirm's work on a CONFIRMING trade, its live transactions and a view of its chain.
+    New receipts are recorded (one transaction for all of the trade's) before the settlement gate is
+    asked, so a watcher that finds their block orphaned meanwhile clears them and the settle sees it."""
     trade_id = trade.pk
     head = view.head
     by_sequence: dict[int, list[ChainTransaction]] = {}
     for tx in live:
         by_sequence.setdefault(tx.sequence, []).append(tx)
     final = bool(by_sequence)
-    cancelled = False
     stuck: list[ChainTransaction] = []
-    observed: dict[int, str] = {}  # transaction id -> the inclusion block hash the gate checked
+    found: list[_Mined] = []
     for _sequence, candidates in sorted(by_sequence.items()):
         mined = _first_mined(view, candidates)
         if mined is None:
@@ -885,45 +919,46 @@ def _confirm(trade: Trade, view: _ChainView, live: list[ChainTransaction]) -> Tr
             if latest.broadcast_block is not None and all(c.tx_hash for c in candidates):
                 stuck.append(latest)
             continue
-        tx, receipt = mined
-        block_hash = receipt.block_hash
-        # Record the receipt, and retire every sibling still live: a replacement frozen by a
-        # confirm that raced this one may have been created after the original was mined.
-        if tx.receipt_block_hash != block_hash or len(candidates) > 1:
-            _record_mined(trade, tx, receipt, block_hash, candidates)
+        found.append(_Mined(*mined, candidates))
+    # Record each receipt, and retire every sibling still live: a replacement frozen by a confirm
+    # that raced this one may have been created after the original was mined.
+    _record_mined(
+        trade, [m for m in found if m.tx.receipt_block_hash != m.receipt.block_hash or len(m.candidates) > 1]
+    )
+    cancelled = False
+    observed: dict[int, str] = {}  # transaction id -> the inclusion block hash the gate checked
+    for item in found:
+        tx, receipt = item.tx, item.receipt
         if receipt.status != 1:
             reason = f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {receipt.block_number}"
             return _end(trade_id, "fail", reason, expect={S.CONFIRMING})
         cancelled = cancelled or tx.kind == ChainTransaction.Kind.CANCEL
-        observed[tx.pk] = block_hash
+        observed[tx.pk] = receipt.block_hash
         depth = head - receipt.block_number + 1
         if depth < trade.chain.confirmations_required:
             final = False
-        elif view.quorum_block_hash(receipt.block_number) != block_hash:
+        elif view.quorum_block_hash(receipt.block_number) != receipt.block_hash:
             # The settlement gate: k endpoints must agree the inclusion block is this one.
             final = False
     if stuck and not final:
         _replace_stuck(trade, stuck, head)
-    if final:
-        for attempt in serializable_attempts(label="settle"):
-            with attempt:
-                trade = _load(trade_id)
-                if trade is None or trade.state != S.CONFIRMING:
-                    return trade
-                recorded = dict(
-                    ChainTransaction.objects.filter(pk__in=list(observed)).values_list(
-                        "pk", "receipt_block_hash"
-                    )
-                )
-                if recorded != observed:
-                    return trade  # the watcher cleared a receipt meanwhile (a reorg): look again
-                if cancelled:
-                    reason = "deadline passed while unmined: cancelled by a zero-value self-transfer"
-                    _transition(
-                        trade, "cancel", data={"head": head, "reason": reason}, fields={"reason": reason}
-                    )
-                else:
-                    _transition(trade, "settle", data={"head": head})
+    if not final:
+        return trade
+    for attempt, current in _attempts_reusing(trade, label="settle"):
+        with attempt:
+            trade = current()
+            if trade is None or trade.state != S.CONFIRMING:
+                return trade
+            recorded = dict(
+                ChainTransaction.objects.filter(pk__in=list(observed)).values_list("pk", "receipt_block_hash")
+            )
+            if recorded != observed:
+                return trade  # the watcher cleared a receipt meanwhile (a reorg): look again
+            if cancelled:
+                reason = "deadline passed while unmined: cancelled by a zero-value self-transfer"
+                _transition(trade, "cancel", data={"head": head, "reason": reason}, fields={"reason": reason})
+            else:
+                _transition(trade, "settle", data={"head": head})
     return trade
 
 
@@ -936,38 +971,48 @@ def _first_mined(view: _ChainView, candidates: list[ChainTransaction]):
     return None
 
 
-def _record_mined(
-    trade: Trade, tx: ChainTransaction, receipt: chainio.Receipt, block_hash: str, candidates
-) -> None:
-    status = ChainTransaction.Status.MINED if receipt.status == 1 else ChainTransaction.Status.REVERTED
-    for attempt in serializable_attempts(label="confirm.record_mined"):
-        with attempt:
-            _record_mined_once(trade, tx, receipt, block_hash, candidates, status)
+@dataclass(frozen=True)
+class _Mined:
+    tx: ChainTransaction  # the candidate the receipt is for
+    receipt: chainio.Receipt
+    candidates: list[ChainTransaction]  # every live attempt at its nonce, tx among them
 
 
-def _record_mined_once(trade, tx, receipt, block_hash, candidates, status) -> None:
-    others = [c.pk for c in candidates if c.pk != tx.pk]
-    ChainTransaction.objects.filter(pk__in=others).update(status=ChainTransaction.Status.REPLACED)
-    if tx.receipt_block_hash == block_hash:
-        return  # receipt already recorded; only late siblings needed retiring
-    # Conditional, so a concurrent confirm that recorded the same receipt first leaves one event.
-    if (
-        ChainTransaction.objects.filter(pk=tx.pk)
-        .exclude(receipt_block_hash=block_hash)
-        .update(receipt_block_number=receipt.block_number, receipt_block_hash=block_hash, status=status)
-    ):
-        audit_append(
-            trade=trade,
-            kind="mined",
-            data={
+def _record_mined(trade: Trade, mined: list[_Mined]) -> None:
+    if mined:
+        for attempt in serializable_attempts(label="confirm.record_mined"):
+            with attempt:
+                _record_mined_now(trade, mined)
+
+
+def _record_mined_now(trade: Trade, mined: list[_Mined]) -> None:
+    """Inside the caller's transaction: each receipt on its transaction, its siblings REPLACED, and one
+    `mined` event per receipt not recorded before."""
+    events = []
+    for item in mined:
+        tx, receipt, block_hash = item.tx, item.receipt, item.receipt.block_hash
+        others = [c.pk for c in item.candidates if c.pk != tx.pk]
+        if others:
+            ChainTransaction.objects.filter(pk__in=others).update(status=ChainTransaction.Status.REPLACED)
+        if tx.receipt_block_hash == block_hash:
+            continue  # receipt already recorded; only late siblings needed retiring
+        status = ChainTransaction.Status.MINED if receipt.status == 1 else ChainTransaction.Status.REVERTED
+        # Conditional, so a concurrent confirm that recorded the same receipt first leaves one event.
+        if (
+            ChainTransaction.objects.filter(pk=tx.pk)
+            .exclude(receipt_block_hash=block_hash)
+            .update(receipt_block_number=receipt.block_number, receipt_block_hash=block_hash, status=status)
+        ):
+            data = {
                 "tx": tx.tx_hash,
                 "kind": tx.kind,
                 "block": receipt.block_number,
                 "block_hash": block_hash,
                 "status": receipt.status,
                 "gas_used": receipt.gas_used,
-            },
-        )
+            }
+            events.append(AuditEntry(trade=trade, kind="mined", data=data))
+    audit_append_many(events)
 
 
 def _bumped(value: int, cap: int | None) -> int:

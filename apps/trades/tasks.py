@@ -28,10 +28,17 @@ RETRY = {
 def _run(task, step, **kwargs) -> None:
     try:
         step(**kwargs)
-    except (SerializationRetriesExhausted, NonceNotYetValid, rmtm.WalletBusy, OperationalError) as exc:
-        # Transient by nature: the competing transaction has committed, or the lower nonce is one
-        # step behind. Come back in a moment rather than after a growing backoff. (A serialization
-        # failure outside a retried transaction lands here too: every step is idempotent.)
+    except (
+        SerializationRetriesExhausted,
+        NonceNotYetValid,
+        rmtm.WalletBusy,
+        rmtm.StaleTrade,
+        OperationalError,
+    ) as exc:
+        # Transient by nature: the competing transaction has committed (or changed the trade since
+        # this step read it), or the lower nonce is one step behind. Come back in a moment rather
+        # than after a growing backoff. (A serialization failure outside a retried transaction lands
+        # here too: every step is idempotent.)
         if isinstance(exc, OperationalError) and not is_retryable(exc):
             raise
         raise task.retry(exc=exc, countdown=random.uniform(0.05, 0.4), max_retries=600) from exc  # noqa: S311

@@ -282,6 +282,9 @@ RPC_BACKOFF_MAX_SECONDS = env.float("RPC_BACKOFF_MAX_SECONDS", default=60.0)
 RPC_RATE_LIMIT_DEFAULT_SECONDS = env.float("RPC_RATE_LIMIT_DEFAULT_SECONDS", default=10.0)
 # JSON-RPC requests per HTTP batch (public endpoints often cap batches at 100).
 RPC_BATCH_SIZE = env.int("RPC_BATCH_SIZE", default=100)
+# A process re-reads its chains' endpoint list (new, removed, re-ordered endpoints) at most this
+# often; an endpoint saved in the same process is seen at once.
+RPC_POOL_REFRESH_SECONDS = env.float("RPC_POOL_REFRESH_SECONDS", default=5.0)
 # How often beat asks the watcher to look at each chain (each chain is then ticked at its block time).
 WATCHER_TICK_SECONDS = env.int("WATCHER_TICK_SECONDS", default=1)
 # Stored hashes re-verified every tick below the tip (1-5 is plenty: any reorg changes the tip).

@@ -309,3 +309,29 @@ def test_an_exchange_hands_back_each_answer_from_one_endpoint_and_fails_over_as_
     assert url == hardhat_url  # the whole batch moved to the next endpoint
     with pytest.raises(NoEndpointAvailable):
         pool.exchange(calls[:1], url=proxy.url)  # pinned to the endpoint that is down: no other
+
+
+@pytest.mark.django_db
+def test_the_endpoint_list_is_re_read_at_most_every_refresh_interval_or_when_saved(
+    hardhat_url, settings, django_assert_num_queries
+):
+    settings.RPC_POOL_REFRESH_SECONDS = 3600
+    pools_reset()
+    chain = Chain.objects.create(chain_id=CHAIN_ID, name="dev", is_dev=True)
+    RpcEndpoint.objects.create(chain=chain, name="direct", url=hardhat_url, rate_limit_per_second=0)
+    first = pool_for(chain)
+    with django_assert_num_queries(0):  # within the interval: no read of the endpoint rows
+        assert pool_for(chain) is first
+    urls = [e.url for e in first.endpoints]
+    # A queryset update sends no signal: a running worker sees it only after the interval.
+    RpcEndpoint.objects.filter(chain=chain).update(active=False)
+    assert [e.url for e in pool_for(chain).endpoints] == urls
+    # A save in this process (the admin's) is seen at once.
+    added = RpcEndpoint.objects.create(
+        chain=chain, name="added", url=hardhat_url + "/?added", rate_limit_per_second=0
+    )
+    assert [e.url for e in pool_for(chain).endpoints] == [added.url]
+    settings.RPC_POOL_REFRESH_SECONDS = 0  # the interval has passed
+    RpcEndpoint.objects.filter(pk=added.pk).update(active=False)
+    assert pool_for(chain).endpoints == []
+    pools_reset()

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.utils import timezone
 from web3 import Web3
 
@@ -16,7 +17,7 @@ from apps.chain.pool import pool_for
 from apps.signing import services as signer
 from apps.signing.models import SigningRecord
 from apps.trades import real_money_transaction_manager as rmtm
-from apps.trades.audit import audit_verify
+from apps.trades.audit import AuditEntry, audit_append, audit_append_many, audit_verify
 from apps.trades.models import ChainTransaction, Trade, TradeEvent
 from apps.wallets.models import NonceCursor
 from apps.wallets.services import wallet_create
@@ -248,6 +249,32 @@ def test_audit_verify_finds_an_event_removed_from_the_end_of_a_chain(funded_wall
     assert broken is not None
     assert broken.trade_id == trade.pk
     assert "recorded head" in broken.problem
+
+
+def test_a_transition_on_a_trade_read_before_another_event_raises_stale_and_forks_nothing(funded_wallet):
+    """A transition moves state, version and audit head in one UPDATE checked against what its trade
+    object was read with: an event appended since (here by another process's object) makes it
+    StaleTrade, never a second event linked to the same predecessor."""
+    trade = _submit(funded_wallet, key="stale-head")
+    stale = Trade.objects.get(pk=trade.pk)
+    audit_append(trade=Trade.objects.get(pk=trade.pk), kind="note", data={"by": "someone else"})
+    events_before = trade.events.count()
+    with pytest.raises(rmtm.StaleTrade), transaction.atomic():
+        rmtm._transition(stale, "start_simulation")
+    assert trade.events.count() == events_before
+    assert Trade.objects.get(pk=trade.pk).state == "PENDING"
+    # The step itself reads afresh and goes on.
+    rmtm.trade_simulate(trade_id=trade.pk)
+    assert audit_verify(trade_ids=[trade.pk])[1] is None
+
+
+def test_one_append_for_several_trades_moves_every_head(funded_wallet):
+    trades = [_submit(funded_wallet, key=f"heads-{i}") for i in range(3)]
+    with transaction.atomic():
+        audit_append_many([AuditEntry(trade=t, kind="note", data={"i": i}) for i, t in enumerate(trades * 2)])
+    for t in trades:
+        assert Trade.objects.get(pk=t.pk).audit_head == t.events.order_by("-id").first().hash
+    assert audit_verify(trade_ids=[t.pk for t in trades])[1] is None
 
 
 class _StuckChain:
