@@ -432,6 +432,10 @@ def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: di
     approve_gas = int(simulation.get("approve_gas", 0))
     reserves = (int(simulation.get("reserves_in", 0)), int(simulation.get("reserves_out", 0)))
     needs_approve = approve_gas > 0
+    if not needs_approve and not value and _allowance_spoken_for(trade, memo):
+        # The allowance the simulation saw is another in-flight trade's (its own exact approve, mined
+        # before its swap): that swap spends it first, and this one would revert on chain.
+        needs_approve, approve_gas = True, settings.APPROVE_GAS_WITHOUT_ESTIMATE
     priority = state.priority_fee
     max_fee = 2 * state.base_fee + priority
     gas_total = _with_margin(swap_gas, ChainTransaction.Kind.SWAP) + (
@@ -495,6 +499,10 @@ def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: di
             gate_reason = advice_gate_check(trade, decision.scope, memo=memo)
             if gate_reason:
                 raise _Refuse("reject", gate_reason)
+    if not value:  # what this trade's swap will spend: the next ones of the round must approve their own
+        memo[("allowance_spoken_for", trade.wallet_id, trade.chain_id, trade.path[0], trade.dex.router)] = (
+            True
+        )
     _transition(
         trade,
         "start_signing",
@@ -507,6 +515,34 @@ def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: di
         next_task=(TASK_SIGN, trade.pk, 1),
     )
     return (0 if value else int(trade.amount_in)), wei
+
+
+def _allowance_spoken_for(trade: Trade, memo: dict) -> bool:
+    """Whether a swap of the same wallet, input token and router is frozen and not known to be mined:
+    the allowance on chain may be its to spend. Read once per round; a trade frozen in the round
+    makes it so for the ones after it."""
+    key = ("allowance_spoken_for", trade.wallet_id, trade.chain_id, trade.path[0], trade.dex.router)
+    return remember(
+        memo,
+        key,
+        lambda: (
+            ChainTransaction.objects.filter(
+                trade__wallet_id=trade.wallet_id,
+                trade__chain_id=trade.chain_id,
+                trade__path__0=trade.path[0],
+                trade__state__in=[S.SIGNING, S.CONFIRMING],
+                kind=ChainTransaction.Kind.SWAP,
+                to=trade.dex.router,
+                status__in=[
+                    ChainTransaction.Status.FROZEN,
+                    ChainTransaction.Status.SIGNED,
+                    ChainTransaction.Status.BROADCAST,
+                ],
+            )
+            .exclude(trade_id=trade.pk)
+            .exists()
+        ),
+    )
 
 
 class _ReadOnce(ScopeState):

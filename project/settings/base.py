@@ -230,6 +230,10 @@ SWAP_GAS_HEADROOM = env.int("SWAP_GAS_HEADROOM", default=50_000)
 # Gas limit for a swap whose gas the node cannot estimate with the approval's state override
 # (Hardhat): the call itself is still simulated. A V2 two-token swap uses about 140k.
 SWAP_GAS_WITHOUT_ESTIMATE = env.int("SWAP_GAS_WITHOUT_ESTIMATE", default=250_000)
+# Gas limit of an approve the simulation did not estimate: the allowance it saw was enough, but another
+# in-flight trade of the wallet will spend it first. A standard ERC-20's zero-to-nonzero allowance
+# write uses about 46k; unused gas is not charged.
+APPROVE_GAS_WITHOUT_ESTIMATE = env.int("APPROVE_GAS_WITHOUT_ESTIMATE", default=80_000)
 # Validations of one wallet queue for its nonce cursor; whoever holds it judges up to this many of
 # the wallet's waiting trades in one transaction (each in its own savepoint).
 VALIDATE_BATCH_SIZE = env.int("VALIDATE_BATCH_SIZE", default=16)

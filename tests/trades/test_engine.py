@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
@@ -647,6 +648,34 @@ def test_a_trade_the_round_cannot_fund_is_rejected_alone(scoped_wallet, deployed
     )
     assert frozen == [1, 2, 3, 4]
     assert NonceCursor.objects.get(wallet=scoped_wallet).next_nonce == 5
+
+
+def test_an_allowance_another_in_flight_trade_will_spend_is_not_relied_on(scoped_wallet, deployed_devchain):
+    """The wallet's allowance covers exactly one trade; two are simulated (each sees it as enough).
+    Only the first may use it: the second gets its own exact approve, and both settle. Before, the
+    second went out as a bare swap and reverted on chain once the first had spent the allowance."""
+    Chain.objects.update(confirmations_required=1)
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    usdc, dex = Token.objects.get(symbol="dUSDC"), Dex.objects.get()
+    erc20 = w3.eth.contract(address=usdc.address, abi=devchain.load_artifact("DevToken")["abi"])
+    w3.provider.make_request("hardhat_impersonateAccount", [scoped_wallet.address])
+    sent = erc20.functions.approve(dex.router, 10 * 10**6).transact({"from": scoped_wallet.address})
+    w3.eth.wait_for_transaction_receipt(sent)
+    w3.provider.make_request("hardhat_stopImpersonatingAccount", [scoped_wallet.address])
+    first, second = _simulated(scoped_wallet, ["allow-a", "allow-b"])
+    assert [t.events.get(kind="start_validation").data["approve_gas"] for t in (first, second)] == [0, 0]
+    rmtm.trade_validate(trade_id=first.pk)
+    kinds = {
+        t.pk: list(t.transactions.order_by("sequence").values_list("kind", flat=True))
+        for t in (first, second)
+    }
+    assert kinds == {first.pk: ["swap"], second.pk: ["approve", "swap"]}
+    assert int(second.transactions.get(kind="approve").gas) >= settings.APPROVE_GAS_WITHOUT_ESTIMATE
+    outcomes = signer.trade_sign_batch([(t.pk, 1) for t in (first, second)])
+    assert all(o.signed for o in outcomes.values())
+    rmtm.trade_after_signing_batch([(t.pk, 1) for t in (first, second)])
+    rmtm.trade_confirm_many([first.pk, second.pk])
+    assert [Trade.objects.get(pk=t.pk).state for t in (first, second)] == ["SETTLED", "SETTLED"]
 
 
 def test_a_validation_that_finds_the_wallet_busy_does_not_wait(scoped_wallet):
