@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from apps.chain.calldata import (
@@ -123,7 +124,7 @@ def _transition(
 
 
 def _trades():
-    return Trade.objects.select_related("wallet", "chain", "dex", "owner")
+    return Trade.objects.select_related("wallet", "chain", "dex")
 
 
 def _load(trade_id: int) -> Trade | None:
@@ -344,7 +345,7 @@ def _with_margin(gas: int, kind: str = "") -> int:
     return limit
 
 
-def trade_validate(*, trade_id: int) -> Trade | None:
+def trade_validate(*, trade_id: int) -> None:
     """Scope, price sanity, balances, deadline and fees; allocate nonces and freeze every transaction
     parameter; → SIGNING and ask the signer (or → REJECTED with every reason).
 
@@ -354,23 +355,20 @@ def trade_validate(*, trade_id: int) -> Trade | None:
     _judge_round), and looks again before it lets go. A validation that finds the lock held does not wait
     for it, which would idle a worker: it raises WalletBusy and its task comes back in a moment,
     by when the holder has usually judged its trade too."""
-    trade = _load(trade_id)
-    if trade is None or trade.state != S.VALIDATING:
-        return trade
-    with queued_for(LOCK_WALLET_NONCES, trade.wallet_id, wait=False) as held:
+    found = Trade.objects.filter(pk=trade_id).values("state", "wallet_id", "chain_id", "path").first()
+    if found is None or found["state"] != S.VALIDATING:
+        return
+    with queued_for(LOCK_WALLET_NONCES, found["wallet_id"], wait=False) as held:
         if not held:
-            raise WalletBusy(f"another validation of wallet {trade.wallet_id} is running")
-        while waiting := _validation_round(trade):
+            raise WalletBusy(f"another validation of wallet {found['wallet_id']} is running")
+        while waiting := _validation_round(found["wallet_id"], found["chain_id"], found["path"][0]):
             _judge_round(waiting)
-    return _load(trade_id)
 
 
-def _validation_round(trade: Trade) -> list[Trade]:
-    """The wallet's trades waiting in VALIDATING that spend `trade`'s input token (the balance read
-    covers that one token), oldest first: read outside any transaction."""
-    waiting = _trades().filter(
-        wallet_id=trade.wallet_id, chain_id=trade.chain_id, state=S.VALIDATING, path__0=trade.path[0]
-    )
+def _validation_round(wallet_id: int, chain_id: int, token_in: str) -> list[Trade]:
+    """The wallet's trades waiting in VALIDATING that spend `token_in` (the balance read covers that
+    one token), oldest first: read outside any transaction."""
+    waiting = _trades().filter(wallet_id=wallet_id, chain_id=chain_id, state=S.VALIDATING, path__0=token_in)
     return list(waiting.order_by("pk")[: settings.VALIDATE_BATCH_SIZE])
 
 
@@ -624,21 +622,42 @@ def trade_after_signing_batch(requests: list[tuple[int, int]]) -> None:
     was done and broadcasts the same bytes again (harmless)."""
     for tx_attempt in serializable_attempts(label="after_signing"):
         with tx_attempt:
+            # Every trade, transaction and record of the answer read at once (three queries).
+            trades = _trades().in_bulk([trade_id for trade_id, _attempt in requests])
+            txs: dict[tuple[int, int], list[ChainTransaction]] = {}
+            pairs = Q()
             for trade_id, attempt in requests:
-                _after_signing(trade_id, attempt)
+                pairs |= Q(trade_id=trade_id, attempt=attempt)
+            for tx in ChainTransaction.objects.filter(pairs).order_by("trade_id", "sequence"):
+                txs.setdefault((tx.trade_id, tx.attempt), []).append(tx)
+            flat = [tx for group in txs.values() for tx in group]
+            records = {
+                r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=flat)
+            }
+            for trade_id, attempt in requests:
+                _after_signing(
+                    trade_id,
+                    attempt,
+                    loaded=(trades.get(trade_id), txs.get((trade_id, attempt), []), records),
+                )
     crash_point("after_signing.committed_before_enqueue")
     trade_broadcast_many([trade_id for trade_id, _attempt in requests])
 
 
-def _after_signing(trade_id: int, attempt: int) -> tuple[Trade | None, bool]:
+def _after_signing(trade_id: int, attempt: int, *, loaded: tuple | None = None) -> tuple[Trade | None, bool]:
     """Inside the caller's transaction: the attempt's records onto its transactions and the trade to
     CONFIRMING (or CONFIRMING again for a replacement), or the signer's refusal recorded. Returns the
-    trade and whether it now has transactions to broadcast."""
-    trade = _load(trade_id)
+    trade and whether it now has transactions to broadcast. `loaded`: (the trade, the attempt's
+    transactions in sequence order, signing records by transaction id) read in this transaction."""
+    if loaded is None:
+        trade = _load(trade_id)
+        txs = list(ChainTransaction.objects.filter(trade_id=trade_id, attempt=attempt).order_by("sequence"))
+        records = {r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)}
+    else:
+        trade, txs, every_record = loaded
+        records = {tx.pk: every_record[tx.pk] for tx in txs if tx.pk in every_record}
     if trade is None:
         return None, False
-    txs = list(ChainTransaction.objects.filter(trade=trade, attempt=attempt).order_by("sequence"))
-    records = {r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)}
     if txs and len(records) == len(txs):
         pending = [tx for tx in txs if not tx.raw_signed]
         for tx in pending:
@@ -896,10 +915,15 @@ def _live_transactions(trade_ids: list[int]) -> dict[int, list[ChainTransaction]
     return live
 
 
-def trade_confirm_many(trade_ids: list[int]) -> int:
+LOOKED_AT = "custos:trades:confirm:looked"  # Redis sorted set: trade id -> when a confirm batch looked
+
+
+def trade_confirm_many(trade_ids: list[int], *, mark_looked: bool = False) -> int:
     """trade_confirm for each CONFIRMING trade among `trade_ids`, with one head read and one receipts
     request per chain for all of them. One trade's contention does not cost the others their check:
-    the next tick (or confirm) looks at it again. Returns how many were looked at."""
+    the next tick (or confirm) looks at it again. Returns how many were looked at. `mark_looked`
+    (a confirm batch right after a broadcast): the beat tick leaves these trades for the next tick
+    rather than look at them again straight away (under a burst that was most of a tick's work)."""
     trades = list(
         Trade.objects.select_related("wallet", "chain", "dex", "owner")
         .filter(pk__in=trade_ids, state=S.CONFIRMING)
@@ -921,6 +945,12 @@ def trade_confirm_many(trade_ids: list[int]) -> int:
             if isinstance(exc, OperationalError) and not is_retryable(exc):
                 raise
             logger.info("confirm skipped this time: contention", extra={"trade": trade.pk})
+    if mark_looked and trades:
+        now = time.time()
+        pipe = locks.client().pipeline()
+        pipe.zadd(LOOKED_AT, {str(t.pk): now for t in trades})
+        pipe.zremrangebyscore(LOOKED_AT, "-inf", now - max(60, settings.TRADE_TICK_SECONDS))
+        pipe.execute()
     return len(trades)
 
 
@@ -1268,7 +1298,10 @@ def confirm_all() -> int:
     was most of a tick's work under a burst."""
     sent = ChainTransaction.objects.filter(trade_id=OuterRef("pk"), broadcast_at__isnull=False)
     ids = list(Trade.objects.filter(state=S.CONFIRMING).filter(Exists(sent)).values_list("pk", flat=True))
-    return trade_confirm_many(ids)
+    # Trades a confirm batch looked at within the last tick interval wait for the next tick.
+    recent = locks.client().zrangebyscore(LOOKED_AT, time.time() - settings.TRADE_TICK_SECONDS, "+inf")
+    skip = {int(pk) for pk in recent}
+    return trade_confirm_many([pk for pk in ids if pk not in skip])
 
 
 __all__ = [

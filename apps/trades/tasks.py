@@ -80,7 +80,7 @@ def confirm(self, trade_id: int) -> None:
 @custos_task(name="trades.confirm_batch", queue=Queue.EXECUTION, **RETRY)
 def confirm_batch(self, trade_ids: list) -> None:
     """Receipts of every trade a broadcast step sent, in one request."""
-    _run(self, rmtm.trade_confirm_many, trade_ids=[int(t) for t in trade_ids])
+    _run(self, rmtm.trade_confirm_many, trade_ids=[int(t) for t in trade_ids], mark_looked=True)
 
 
 @custos_task(name="trades.tick", queue=Queue.EXECUTION)

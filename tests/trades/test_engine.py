@@ -678,6 +678,23 @@ def test_an_allowance_another_in_flight_trade_will_spend_is_not_relied_on(scoped
     assert [Trade.objects.get(pk=t.pk).state for t in (first, second)] == ["SETTLED", "SETTLED"]
 
 
+def test_the_tick_leaves_trades_a_confirm_batch_just_looked_at_for_the_next_tick(scoped_wallet, settings):
+    Chain.objects.update(confirmations_required=5)  # mined, not yet deep enough: still CONFIRMING
+    trades = _simulated(scoped_wallet, ["looked-a", "looked-b"])
+    rmtm.trade_validate(trade_id=trades[0].pk)
+    signer.trade_sign_batch([(t.pk, 1) for t in trades])
+    rmtm.trade_after_signing_batch([(t.pk, 1) for t in trades])
+    settings.TRADE_TICK_SECONDS = 3600
+    assert rmtm.trade_confirm_many([t.pk for t in trades], mark_looked=True) == 2
+    stats = pool_for(trades[0].chain).stats
+    before = stats.http_requests
+    assert rmtm.confirm_all() == 0  # just looked at: nothing asked of the node
+    assert stats.http_requests == before
+    settings.TRADE_TICK_SECONDS = 0  # a tick interval later
+    assert rmtm.confirm_all() == 2
+    assert [Trade.objects.get(pk=t.pk).state for t in trades] == ["CONFIRMING", "CONFIRMING"]
+
+
 def test_a_validation_that_finds_the_wallet_busy_does_not_wait(scoped_wallet):
     """Another worker holds the wallet's validation lock: the step says so at once (its task comes
     back in a moment) instead of idling a worker until the lock is free."""
