@@ -357,30 +357,46 @@ class RpcPool:
 
     def quorum_block_hash(self, number: int) -> str | None:
         """The block hash at `number` if at least `quorum` endpoints report the same one, else None."""
-        votes: dict[str, int] = {}
+        return self.quorum_block_hashes([number])[number]
+
+    def quorum_block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
+        """quorum_block_hash for each of `numbers`, asking each endpoint for all heights still
+        undecided in one batch (RPC_BATCH_SIZE per request), until each has its quorum or no endpoint
+        is left: the confirm of many trades asks once, not once per receipt's height."""
+        wanted = list(dict.fromkeys(int(n) for n in numbers))
+        votes: dict[int, dict[str, int]] = {n: {} for n in wanted}
+        decided: dict[int, str | None] = {}
+        size = settings.RPC_BATCH_SIZE
         for ep in self.candidates():
-            body = {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "eth_getBlockByNumber",
-                "params": [hex(number), False],
-            }
-            answer = self._post(ep, body)
-            if not answer.ok or not isinstance(answer.payload, dict):
-                continue
-            block = answer.payload.get("result")
-            if not block or not block.get("hash"):
-                continue
-            block_hash = block["hash"].lower()
-            votes[block_hash] = votes.get(block_hash, 0) + 1
-            if votes[block_hash] >= self.quorum:
-                return block_hash
-        if len(votes) > 1:
-            logger.warning(
-                "rpc endpoints disagree on a block hash",
-                extra={"chain": self.chain_id, "block": number, "hashes": sorted(votes)},
-            )
-        return None
+            open_ = [n for n in wanted if n not in decided]
+            if not open_:
+                break
+            for start in range(0, len(open_), size):
+                part = open_[start : start + size]
+                body = [
+                    {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(n), False]}
+                    for i, n in enumerate(part)
+                ]
+                answer = self._post(ep, body)
+                if not answer.ok or not isinstance(answer.payload, list):
+                    break  # this endpoint does not vote; the next one may
+                by_id = {item.get("id"): item for item in answer.payload if isinstance(item, dict)}
+                for i, number in enumerate(part):
+                    block = (by_id.get(i) or {}).get("result")
+                    if not isinstance(block, dict) or not block.get("hash"):
+                        continue
+                    block_hash = block["hash"].lower()
+                    tally = votes[number]
+                    tally[block_hash] = tally.get(block_hash, 0) + 1
+                    if tally[block_hash] >= self.quorum:
+                        decided[number] = block_hash
+        for number in wanted:
+            if number not in decided and len(votes[number]) > 1:
+                logger.warning(
+                    "rpc endpoints disagree on a block hash",
+                    extra={"chain": self.chain_id, "block": number, "hashes": sorted(votes[number])},
+                )
+        return {n: decided.get(n) for n in wanted}
 
     # --- writes ---------------------------------------------------------------------------------
 

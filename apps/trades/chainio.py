@@ -106,6 +106,11 @@ def quorum_block_hash(chain: Chain, number: int) -> str | None:
     return _pool(chain).quorum_block_hash(number)
 
 
+def quorum_block_hashes(chain: Chain, numbers: list[int]) -> dict[int, str | None]:
+    """quorum_block_hash for many heights, each endpoint asked once for all of them."""
+    return _pool(chain).quorum_block_hashes(numbers)
+
+
 def pending_nonce(chain: Chain, owner: str) -> int:
     return _pending_nonce(_pool(chain), owner)
 

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -896,9 +897,16 @@ class _ChainView:
     def receipts(self, tx_hashes: list[str]) -> list:
         return [self._receipts[h] for h in tx_hashes]
 
+    def ask_gate(self, numbers: list[int]) -> None:
+        """The settlement gate's reads for these heights, in one batch per endpoint. Asked only after
+        the receipts at them are recorded: a reorg the watcher handles before that read changes the
+        answer, one it handles after finds the recorded receipts and clears them."""
+        missing = [n for n in dict.fromkeys(numbers) if n not in self._quorum]
+        if missing:
+            self._quorum.update(chainio.quorum_block_hashes(self.chain, missing))
+
     def quorum_block_hash(self, number: int) -> str | None:
-        if number not in self._quorum:
-            self._quorum[number] = chainio.quorum_block_hash(self.chain, number)
+        self.ask_gate([number])
         return self._quorum[number]
 
 
@@ -919,32 +927,30 @@ LOOKED_AT = "custos:trades:confirm:looked"  # Redis sorted set: trade id -> when
 
 
 def trade_confirm_many(trade_ids: list[int], *, mark_looked: bool = False) -> int:
-    """trade_confirm for each CONFIRMING trade among `trade_ids`, with one head read and one receipts
-    request per chain for all of them. One trade's contention does not cost the others their check:
-    the next tick (or confirm) looks at it again. Returns how many were looked at. `mark_looked`
+    """trade_confirm for each CONFIRMING trade among `trade_ids`, with one head read, one receipts
+    request and one settlement-gate read (after every new receipt is recorded) per chain for all of
+    them. One trade's contention does not cost the others their check: the next tick (or confirm)
+    looks at it again. Returns how many were looked at. `mark_looked`
     (a confirm batch right after a broadcast): the beat tick leaves these trades for the next tick
     rather than look at them again straight away (under a burst that was most of a tick's work)."""
-    trades = list(
-        Trade.objects.select_related("wallet", "chain", "dex", "owner")
-        .filter(pk__in=trade_ids, state=S.CONFIRMING)
-        .order_by("pk")
-    )
+    trades = list(_trades().filter(pk__in=trade_ids, state=S.CONFIRMING).order_by("pk"))
     live = _live_transactions([t.pk for t in trades])
     views: dict[int, _ChainView] = {}
+    looked: list[_Looked] = []
     for trade in trades:
         if trade.chain_id not in views:
             hashes = [
                 tx.tx_hash for t in trades if t.chain_id == trade.chain_id for tx in live[t.pk] if tx.tx_hash
             ]
             views[trade.chain_id] = _ChainView(trade.chain, hashes)
-        try:
-            _confirm(trade, views[trade.chain_id], live[trade.pk])
-        except StaleTrade:
-            logger.info("confirm skipped this time: the trade changed meanwhile", extra={"trade": trade.pk})
-        except (SerializationRetriesExhausted, OperationalError) as exc:
-            if isinstance(exc, OperationalError) and not is_retryable(exc):
-                raise
-            logger.info("confirm skipped this time: contention", extra={"trade": trade.pk})
+        with _contention_skips(trade):
+            if (found := _look_and_record(trade, views[trade.chain_id], live[trade.pk])) is not None:
+                looked.append(found)
+    for chain_id, view in views.items():
+        view.ask_gate([n for item in looked if item.trade.chain_id == chain_id for n in item.gate_heights()])
+    for item in looked:
+        with _contention_skips(item.trade):
+            _settle_or_replace(item, views[item.trade.chain_id])
     if mark_looked and trades:
         now = time.time()
         pipe = locks.client().pipeline()
@@ -965,22 +971,58 @@ def trade_confirm(*, trade_id: int) -> Trade | None:
     return _confirm(trade, _ChainView(trade.chain, [tx.tx_hash for tx in live if tx.tx_hash]), live)
 
 
+@contextmanager
+def _contention_skips(trade: Trade):
+    """One trade's contention does not cost the others of a confirm batch their check: the next tick
+    (or confirm) looks at it again."""
+    try:
+        yield
+    except StaleTrade:
+        logger.info("confirm skipped this time: the trade changed meanwhile", extra={"trade": trade.pk})
+    except (SerializationRetriesExhausted, OperationalError) as exc:
+        if isinstance(exc, OperationalError) and not is_retryable(exc):
+            raise
+        logger.info("confirm skipped this time: contention", extra={"trade": trade.pk})
+
+
+@dataclass
+class _Looked:
+    """What a confirm saw of one trade, its new receipts already recorded."""
+
+    trade: Trade
+    found: list[_Mined]  # the mined attempt at each nonce that has one
+    stuck: list[ChainTransaction]
+    complete: bool  # every transaction of the trade has a receipt
+    head: int
+
+    def gate_heights(self) -> list[int]:
+        depth = self.trade.chain.confirmations_required
+        return [m.receipt.block_number for m in self.found if self.head - m.receipt.block_number + 1 >= depth]
+
+
 def _confirm(trade: Trade, view: _ChainView, live: list[ChainTransaction]) -> Trade | None:
-    """trade_confirm's work on a CONFIRMING trade, its live transactions and a view of its chain.
-    New receipts are recorded (one transaction for all of the trade's) before the settlement gate is
-    asked, so a watcher that finds their block orphaned meanwhile clears them and the settle sees it."""
-    trade_id = trade.pk
-    head = view.head
+    """trade_confirm's work on a CONFIRMING trade, its live transactions and a view of its chain."""
+    looked = _look_and_record(trade, view, live)
+    if looked is None:
+        return _load(trade.pk)
+    view.ask_gate(looked.gate_heights())
+    return _settle_or_replace(looked, view)
+
+
+def _look_and_record(trade: Trade, view: _ChainView, live: list[ChainTransaction]) -> _Looked | None:
+    """The receipts of the trade's live transactions, the new ones recorded (one transaction for all
+    of the trade's), before the settlement gate is asked: a watcher that orphans their block
+    meanwhile clears them and the settle sees it. A reverted one ends the trade (FAILED): None."""
     by_sequence: dict[int, list[ChainTransaction]] = {}
     for tx in live:
         by_sequence.setdefault(tx.sequence, []).append(tx)
-    final = bool(by_sequence)
+    complete = bool(by_sequence)
     stuck: list[ChainTransaction] = []
     found: list[_Mined] = []
     for _sequence, candidates in sorted(by_sequence.items()):
         mined = _first_mined(view, candidates)
         if mined is None:
-            final = False
+            complete = False
             latest = candidates[0]
             if latest.broadcast_block is not None and all(c.tx_hash for c in candidates):
                 stuck.append(latest)
@@ -991,24 +1033,38 @@ def _confirm(trade: Trade, view: _ChainView, live: list[ChainTransaction]) -> Tr
     _record_mined(
         trade, [m for m in found if m.tx.receipt_block_hash != m.receipt.block_hash or len(m.candidates) > 1]
     )
+    for item in found:
+        if item.receipt.status != 1:
+            tx, number = item.tx, item.receipt.block_number
+            _end(
+                trade.pk,
+                "fail",
+                f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {number}",
+                expect={S.CONFIRMING},
+            )
+            return None
+    return _Looked(trade=trade, found=found, stuck=stuck, complete=complete, head=view.head)
+
+
+def _settle_or_replace(looked: _Looked, view: _ChainView) -> Trade | None:
+    """SETTLED (or CANCELLED when a cancel won) once every transaction is deep enough on a block the
+    gate confirms; otherwise a stuck transaction gets its replacement when due."""
+    trade, head = looked.trade, looked.head
+    final = looked.complete
     cancelled = False
     observed: dict[int, str] = {}  # transaction id -> the inclusion block hash the gate checked
-    for item in found:
+    for item in looked.found:
         tx, receipt = item.tx, item.receipt
-        if receipt.status != 1:
-            reason = f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {receipt.block_number}"
-            return _end(trade_id, "fail", reason, expect={S.CONFIRMING})
         cancelled = cancelled or tx.kind == ChainTransaction.Kind.CANCEL
         observed[tx.pk] = receipt.block_hash
-        depth = head - receipt.block_number + 1
-        if depth < trade.chain.confirmations_required:
+        if head - receipt.block_number + 1 < trade.chain.confirmations_required:
             final = False
         elif view.quorum_block_hash(receipt.block_number) != receipt.block_hash:
             # The settlement gate: k endpoints must agree the inclusion block is this one.
             final = False
-    if stuck and not final:
-        _replace_stuck(trade, stuck, head)
     if not final:
+        if looked.stuck:
+            _replace_stuck(trade, looked.stuck, head)
         return trade
     for attempt, current in _attempts_reusing(trade, label="settle"):
         with attempt:

@@ -335,3 +335,18 @@ def test_the_endpoint_list_is_re_read_at_most_every_refresh_interval_or_when_sav
     RpcEndpoint.objects.filter(pk=added.pk).update(active=False)
     assert pool_for(chain).endpoints == []
     pools_reset()
+
+
+def test_the_gate_reads_many_heights_in_one_batch_per_endpoint_and_needs_its_quorum(proxy, hardhat_url):
+    head = _head(hardhat_url)
+    numbers = [head, head - 1, head - 2]
+    w3 = Web3(Web3.HTTPProvider(hardhat_url))
+    real = {n: "0x" + bytes(w3.eth.get_block(n)["hash"]).hex() for n in numbers}
+    pool = _pool(_ep(hardhat_url, "direct", 1))
+    before = pool.stats.http_requests
+    assert pool.quorum_block_hashes(numbers) == real
+    assert pool.stats.http_requests == before + 1
+    # Two endpoints, quorum 2: a liar makes every height undecided.
+    proxy.lie_hash = True
+    liar = _pool(_ep(hardhat_url, "direct", 1), _ep(proxy.url, "liar", 2), quorum=2)
+    assert liar.quorum_block_hashes(numbers) == dict.fromkeys(numbers)

@@ -147,18 +147,19 @@ def test_a_confirm_racing_the_watcher_never_settles_a_cleared_receipt(
     racing = sign_trade(submit_trade(scoped_wallet, "race-watcher-2"))
     rmtm.trade_broadcast(trade_id=racing.pk)
     manual_chain.mine(3)
-    real_quorum = rmtm.chainio.quorum_block_hash
+    real_quorum = rmtm.chainio.quorum_block_hashes
     raced = []
 
-    def quorum_then_watcher(chain, number):
-        answer = real_quorum(chain, number)
+    def quorum_then_watcher(chain, numbers):
+        answer = real_quorum(chain, numbers)
         if not raced:
-            raced.append(number)
+            raced.append(numbers)
             txs = dict(racing.transactions.values_list("pk", "receipt_block_hash"))
+            assert all(txs.values())  # the gate is asked only after the receipts are recorded
             rmtm.trade_receipts_orphaned(trade_id=racing.pk, orphaned=txs, reorg={"test": "race"})
         return answer
 
-    monkeypatch.setattr(rmtm.chainio, "quorum_block_hash", quorum_then_watcher)
+    monkeypatch.setattr(rmtm.chainio, "quorum_block_hashes", quorum_then_watcher)
     rmtm.trade_confirm(trade_id=racing.pk)
     assert raced
     racing.refresh_from_db()
