@@ -64,11 +64,6 @@ TASK_BROADCAST = "trades.broadcast"
 TASK_CONFIRM_BATCH = "trades.confirm_batch"
 
 
-class WalletBusy(Exception):
-    """Another worker holds the wallet's validation lock (it judges the waiting trades): come back
-    in a moment rather than wait idle."""
-
-
 class StaleTrade(Exception):
     """Another transaction changed the trade since it was read (its version or audit head moved): the
     step runs again from a fresh read (its task retries at once; every step is idempotent)."""
@@ -352,25 +347,36 @@ def trade_validate(*, trade_id: int) -> None:
 
     Every validation of a wallet writes its nonce cursor, so one at a time holds the wallet's
     PostgreSQL advisory lock (project.db.queued_for) and judges every trade of the wallet waiting in
-    VALIDATING with the same input token, in rounds (up to VALIDATE_BATCH_SIZE, oldest first; see
-    _judge_round), and looks again before it lets go. A validation that finds the lock held does not wait
-    for it, which would idle a worker: it raises WalletBusy and its task comes back in a moment,
-    by when the holder has usually judged its trade too."""
-    found = Trade.objects.filter(pk=trade_id).values("state", "wallet_id", "chain_id", "path").first()
+    VALIDATING, in rounds of one chain and input token (up to VALIDATE_BATCH_SIZE, oldest first; see
+    _judge_round), until none is left; after it lets go it looks once more, and holds the lock again
+    if a trade turned VALIDATING meanwhile. A validation that finds the lock held therefore neither
+    waits (which would idle a worker) nor comes back: its trade is already VALIDATING, so the
+    holder judges it, in a round or in that last look. A holder that dies mid-round has its task
+    redelivered (late ack), and that task judges every waiting trade of the wallet."""
+    found = Trade.objects.filter(pk=trade_id).values("state", "wallet_id").first()
     if found is None or found["state"] != S.VALIDATING:
         return
-    with queued_for(LOCK_WALLET_NONCES, found["wallet_id"], wait=False) as held:
-        if not held:
-            raise WalletBusy(f"another validation of wallet {found['wallet_id']} is running")
-        while waiting := _validation_round(found["wallet_id"], found["chain_id"], found["path"][0]):
-            _judge_round(waiting)
+    wallet_id = found["wallet_id"]
+    while True:
+        with queued_for(LOCK_WALLET_NONCES, wallet_id, wait=False) as held:
+            if not held:
+                logger.info("validation left to the wallet's holder", extra={"trade": trade_id})
+                return
+            while waiting := _validation_round(wallet_id):
+                _judge_round(waiting)
+        if not Trade.objects.filter(wallet_id=wallet_id, state=S.VALIDATING).exists():
+            return
 
 
-def _validation_round(wallet_id: int, chain_id: int, token_in: str) -> list[Trade]:
-    """The wallet's trades waiting in VALIDATING that spend `token_in` (the balance read covers that
-    one token), oldest first: read outside any transaction."""
-    waiting = _trades().filter(wallet_id=wallet_id, chain_id=chain_id, state=S.VALIDATING, path__0=token_in)
-    return list(waiting.order_by("pk")[: settings.VALIDATE_BATCH_SIZE])
+def _validation_round(wallet_id: int) -> list[Trade]:
+    """The wallet's oldest trade waiting in VALIDATING and the next ones on its chain spending its
+    input token (the balance read covers one token), oldest first: read outside any transaction."""
+    waiting = _trades().filter(wallet_id=wallet_id, state=S.VALIDATING).order_by("pk")
+    first = waiting.first()
+    if first is None:
+        return []
+    same = waiting.filter(chain_id=first.chain_id, path__0=first.path[0])
+    return list(same[: settings.VALIDATE_BATCH_SIZE])
 
 
 def _judge_round(waiting: list[Trade]) -> None:

@@ -31,7 +31,6 @@ def _run(task, step, **kwargs) -> None:
     except (
         SerializationRetriesExhausted,
         NonceNotYetValid,
-        rmtm.WalletBusy,
         rmtm.StaleTrade,
         OperationalError,
     ) as exc:

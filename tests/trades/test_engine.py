@@ -695,20 +695,44 @@ def test_the_tick_leaves_trades_a_confirm_batch_just_looked_at_for_the_next_tick
     assert [Trade.objects.get(pk=t.pk).state for t in trades] == ["CONFIRMING", "CONFIRMING"]
 
 
-def test_a_validation_that_finds_the_wallet_busy_does_not_wait(scoped_wallet):
-    """Another worker holds the wallet's validation lock: the step says so at once (its task comes
-    back in a moment) instead of idling a worker until the lock is free."""
+def test_a_validation_that_finds_the_wallet_busy_leaves_its_trade_to_the_holder(scoped_wallet):
+    """Another worker holds the wallet's validation lock: the step returns at once (no idle worker,
+    no task coming back) with its trade still VALIDATING, for the holder to judge."""
     from project.db import LOCK_WALLET_NONCES
     from tests.signing.test_batch import _other_connection
 
     (trade,) = _simulated(scoped_wallet, ["busy"])
     with _other_connection() as other:
         other.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_WALLET_NONCES, scoped_wallet.pk])
-        with pytest.raises(rmtm.WalletBusy):
-            rmtm.trade_validate(trade_id=trade.pk)
+        assert rmtm.trade_validate(trade_id=trade.pk) is None
         assert Trade.objects.get(pk=trade.pk).state == "VALIDATING"
     rmtm.trade_validate(trade_id=trade.pk)
     assert Trade.objects.get(pk=trade.pk).state == "SIGNING"
+
+
+def test_the_holder_looks_again_after_letting_go_for_a_trade_that_arrived_meanwhile(
+    scoped_wallet, monkeypatch
+):
+    """A trade turns VALIDATING after the holder's last round found none and before it let go; its
+    own validation found the lock held and left it. The holder's look after letting go finds it."""
+    first, late = (
+        _submit(scoped_wallet, key="holder"),
+        _submit(scoped_wallet, key="late", amount_in=10 * 10**6),
+    )
+    rmtm.trade_simulate(trade_id=first.pk)
+    real_round, arrived = rmtm._validation_round, []
+
+    def round_then_arrival(wallet_id):
+        waiting = real_round(wallet_id)
+        if not waiting and not arrived:
+            arrived.append(late.pk)
+            rmtm.trade_simulate(trade_id=late.pk)  # committed VALIDATING just after the read above
+        return waiting
+
+    monkeypatch.setattr(rmtm, "_validation_round", round_then_arrival)
+    rmtm.trade_validate(trade_id=first.pk)
+    assert arrived
+    assert [Trade.objects.get(pk=t.pk).state for t in (first, late)] == ["SIGNING", "SIGNING"]
 
 
 def test_the_signers_answer_is_persisted_and_broadcast_in_one_step_then_confirmed_together(
