@@ -13,7 +13,8 @@ paced at half the measured throughput (the pipeline's own latency without the qu
 object is the last line. Target: pipeline/(a) >= 1.0 and p50 < 300 ms.
 
 Run: .venv/bin/python bench/pipeline.py [--trades 200]
-(BENCH_EXECUTION_CONCURRENCY / BENCH_SIGNER_CONCURRENCY: pool children per worker, 2 by default;
+(BENCH_EXECUTION_CONCURRENCY / BENCH_SIGNER_CONCURRENCY: pool children per worker, by default the
+settings' WORKER_CONCURRENCY_EXECUTION / _SIGNER, as a deployment runs them;
 BENCH_WORKER_LOGLEVEL=INFO keeps each task's run time in the workers' logs under the temporary directory.)
 """
 
@@ -187,8 +188,10 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         "SIGNER_MAX_TASKS_PER_CHILD": "0",
     }
     concurrency_of = {
-        "execution": os.environ.get("BENCH_EXECUTION_CONCURRENCY", "2"),
-        "signer": os.environ.get("BENCH_SIGNER_CONCURRENCY", "2"),
+        "execution": os.environ.get(
+            "BENCH_EXECUTION_CONCURRENCY", str(settings.WORKER_CONCURRENCY_EXECUTION)
+        ),
+        "signer": os.environ.get("BENCH_SIGNER_CONCURRENCY", str(settings.WORKER_CONCURRENCY_SIGNER)),
     }
     for queue, role in (("execution", "custos_engine"), ("signer", "custos_signer")):
         concurrency = concurrency_of[queue]
