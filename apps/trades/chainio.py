@@ -34,6 +34,11 @@ class ChainUnavailable(Exception):
     """No endpoint of the chain answered: the step is retried later."""
 
 
+class NonceNotYetValid(Exception):
+    """The node refused a transaction whose nonce is above its next one (the lower one is still on
+    its way); sending again shortly succeeds."""
+
+
 class SimulationReverted(Exception):
     def __init__(self, reason: str):
         self.reason = reason

@@ -747,33 +747,19 @@ def trade_broadcast_many(trade_ids: list[int]) -> None:
     enqueue_now(TASK_CONFIRM_BATCH, [t.pk for t in trades])
 
 
-class _NonceGap(Exception):
-    """The node refused a nonce above one it has not seen (it does not queue future nonces)."""
-
-
 def _broadcast_in_nonce_order(own: list[ChainTransaction]) -> None:
-    """Send `own` (one wallet's) and every other signed, persisted, never-sent first attempt of the
-    wallet, lowest nonce first; record the sends, also when a later one fails. At a nonce the node
-    is not ready for (a lower one not signed yet, or its trade's answer not yet persisted) the step
-    stops without coming back: whoever broadcasts that lower nonce sends everything above it too,
-    and recover_stalled_trades re-sends a CONFIRMING trade left unsent (a retry loop here cost a
-    200-swap burst some 30 re-runs of the whole step)."""
+    """Send `own` (one wallet's) and its wallet's unsent transactions below them, lowest nonce first;
+    record the sends, also when a later one fails."""
     own.sort(key=lambda t: int(t.nonce))
     trade = own[-1].trade
-    txs = _unsent_of_wallet(trade, exclude={tx.trade_id for tx in own}) + own
+    txs = _unsent_below(trade, int(own[-1].nonce), exclude={tx.trade_id for tx in own}) + own
     txs.sort(key=lambda t: int(t.nonce))
     head = chainio.block_number(trade.chain)
     sent: list[ChainTransaction] = []
     try:
         for tx in txs:
-            try:
-                if _send(tx):
-                    sent.append(tx)
-            except _NonceGap as gap:
-                logger.info(
-                    "broadcast waits for a lower nonce", extra={"trade": tx.trade_id, "error": str(gap)}
-                )
-                break
+            if _send(tx):
+                sent.append(tx)
             crash_point("broadcast.after_send")
     finally:
         # Retried in place: a serialization failure here once ended the task with the trade's later
@@ -804,7 +790,7 @@ def _send(tx: ChainTransaction) -> bool:
             # Nodes that do not queue future nonces (Hardhat automine): the lower one is coming,
             # unless its trade is signed but its signer's message was lost: catch it up.
             _catch_up_signed_below(tx.trade, int(tx.nonce))
-            raise _NonceGap(str(exc)) from exc
+            raise chainio.NonceNotYetValid(str(exc)) from exc
         if isinstance(exc, OSError):
             raise chainio.ChainUnavailable(str(exc)) from exc
         raise
@@ -868,11 +854,10 @@ def _catch_up_signed_below(trade: Trade, nonce: int) -> None:
         trade_after_signing(trade_id=trade_id, attempt=1)
 
 
-def _unsent_of_wallet(trade: Trade, *, exclude: set[int]) -> list[ChainTransaction]:
-    """The wallet's other signed, persisted, never-sent first attempts (their own broadcast would send
-    the same bytes): sent together in nonce order, so a node that refuses future nonces (Hardhat
-    automine) is never handed a gap by workers broadcasting out of order, and a trade whose answer
-    came before a lower nonce's goes out with that lower one."""
+def _unsent_below(trade: Trade, nonce: int, *, exclude: set[int]) -> list[ChainTransaction]:
+    """The wallet's other signed, persisted, never-sent first attempts below `nonce`: sent first, in
+    nonce order, so a node that refuses future nonces (Hardhat automine) is never handed a gap by
+    two workers broadcasting out of order. Same bytes as their own broadcast would send."""
     return list(
         ChainTransaction.objects.filter(
             trade__wallet_id=trade.wallet_id,
@@ -881,6 +866,7 @@ def _unsent_of_wallet(trade: Trade, *, exclude: set[int]) -> list[ChainTransacti
             raw_signed__isnull=False,
             broadcast_at__isnull=True,
             replaces__isnull=True,
+            nonce__lt=nonce,
         )
         .exclude(trade_id__in=exclude)
         .select_related("trade__wallet", "trade__chain")

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from apps.trades import real_money_transaction_manager as rmtm
-from apps.trades.chainio import ChainUnavailable
+from apps.trades.chainio import ChainUnavailable, NonceNotYetValid
 from project.db import SerializationRetriesExhausted, is_retryable
 from project.locks import single_run
 from project.queues import Queue, custos_task
@@ -30,11 +30,12 @@ def _run(task, step, **kwargs) -> None:
         step(**kwargs)
     except (
         SerializationRetriesExhausted,
+        NonceNotYetValid,
         rmtm.StaleTrade,
         OperationalError,
     ) as exc:
         # Transient by nature: the competing transaction has committed (or changed the trade since
-        # this step read it). Come back in a moment rather
+        # this step read it), or the lower nonce is one step behind. Come back in a moment rather
         # than after a growing backoff. (A serialization failure outside a retried transaction lands
         # here too: every step is idempotent.)
         if isinstance(exc, OperationalError) and not is_retryable(exc):

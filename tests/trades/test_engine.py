@@ -491,8 +491,8 @@ def test_nonces_of_a_refused_trade_below_others_are_reused_so_no_gap_jams_the_wa
 
     assert signer.trade_sign(trade_id=above.pk, attempt=1).signed
     rmtm.trade_after_signing(trade_id=above.pk, attempt=1)
-    rmtm.trade_broadcast(trade_id=above.pk)  # nonces 0 and 1 never come: it waits, unsent
-    assert not above.transactions.filter(broadcast_at__isnull=False).exists()
+    with pytest.raises(rmtm.chainio.NonceNotYetValid):  # nonces 0 and 1 never come: jammed
+        rmtm.trade_broadcast(trade_id=above.pk)
 
     filler = _run_to_confirming(to_signing("gap-filler"))
     assert nonces(filler) == [0, 1]
@@ -516,8 +516,8 @@ def test_a_later_broadcast_catches_up_a_signed_trade_whose_signer_message_was_lo
     assert signer.trade_sign(trade_id=lower.pk, attempt=1).signed
     assert signer.trade_sign(trade_id=upper.pk, attempt=1).signed
     rmtm.trade_after_signing(trade_id=upper.pk, attempt=1)
-    rmtm.trade_broadcast(trade_id=upper.pk)  # the lower nonces are not on the wire yet: it stops there
-    assert not upper.transactions.filter(broadcast_at__isnull=False).exists()
+    with pytest.raises(rmtm.chainio.NonceNotYetValid):  # the lower nonces are not on the wire yet
+        rmtm.trade_broadcast(trade_id=upper.pk)
     lower.refresh_from_db()
     assert lower.state == "CONFIRMING"  # caught up: bytes persisted, its broadcast enqueued
     assert lower.events.filter(kind="start_confirming").count() == 1
@@ -526,23 +526,6 @@ def test_a_later_broadcast_catches_up_a_signed_trade_whose_signer_message_was_lo
     for trade in (lower, upper):
         rmtm.trade_confirm(trade_id=trade.pk)
         assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
-    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
-    assert w3.eth.get_transaction_count(scoped_wallet.address) == 4
-
-
-def test_a_lower_trades_broadcast_also_sends_the_higher_ones_that_came_first(
-    scoped_wallet, deployed_devchain
-):
-    """The signer's answers can reach the engine out of nonce order: the higher trade's broadcast stops
-    at the gap without coming back, and the lower trade's own broadcast then sends both."""
-    lower, upper = _to_signing(scoped_wallet, "order-lower"), _to_signing(scoped_wallet, "order-upper")
-    for trade in (lower, upper):
-        assert signer.trade_sign(trade_id=trade.pk, attempt=1).signed
-    rmtm.trade_after_signing_batch([(upper.pk, 1)])  # the upper answer first: nothing can go yet
-    assert not ChainTransaction.objects.filter(trade__in=[lower, upper], broadcast_at__isnull=False).exists()
-    rmtm.trade_after_signing_batch([(lower.pk, 1)])
-    sent = ChainTransaction.objects.filter(trade__in=[lower, upper], broadcast_at__isnull=False)
-    assert sorted(int(n) for n in sent.values_list("nonce", flat=True)) == [0, 1, 2, 3]
     w3 = Web3(Web3.HTTPProvider(deployed_devchain))
     assert w3.eth.get_transaction_count(scoped_wallet.address) == 4
 
