@@ -648,7 +648,7 @@ def trade_after_signing_batch(requests: list[tuple[int, int]]) -> None:
                     loaded=(trades.get(trade_id), txs.get((trade_id, attempt), []), records),
                 )
     crash_point("after_signing.committed_before_enqueue")
-    trade_broadcast_many([trade_id for trade_id, _attempt in requests])
+    trade_broadcast_many([trade_id for trade_id, _attempt in requests], unsent_only=True)
 
 
 def _after_signing(trade_id: int, attempt: int, *, loaded: tuple | None = None) -> tuple[Trade | None, bool]:
@@ -717,12 +717,14 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
     return _load(trade_id)
 
 
-def trade_broadcast_many(trade_ids: list[int]) -> None:
+def trade_broadcast_many(trade_ids: list[int], *, unsent_only: bool = False) -> None:
     """Broadcast the CONFIRMING trades among `trade_ids`, wallet by wallet: the latest signed attempt
     of each of their transactions not yet mined or replaced (an older attempt a replacement replaces
     is not re-sent: the node would refuse it as underpriced, though it may still be the one mined),
     together with the wallet's other signed, never-sent first attempts below them, all in nonce
-    order; every first send recorded in one transaction; then one confirm for them all."""
+    order; every first send recorded in one transaction; then one confirm for them all.
+    `unsent_only` (the signer's answer): a trade whose latest attempts were all sent already (by
+    the broadcast of a higher nonce that caught it up) is not sent again."""
     trades = list(
         Trade.objects.select_related("wallet", "chain")
         .filter(pk__in=trade_ids, state=S.CONFIRMING)
@@ -737,6 +739,12 @@ def trade_broadcast_many(trade_ids: list[int]) -> None:
         .order_by("trade_id", "sequence", "-attempt")
     ):
         latest.setdefault((tx.trade_id, tx.sequence), tx)
+    if unsent_only:
+        waiting = {tx.trade_id for tx in latest.values() if tx.broadcast_at is None}
+        latest = {key: tx for key, tx in latest.items() if tx.trade_id in waiting}
+        trades = [t for t in trades if t.pk in waiting]
+        if not trades:
+            return
     by_pk = {t.pk: t for t in trades}
     by_wallet: dict[tuple[int, int], list[ChainTransaction]] = {}
     for tx in latest.values():
@@ -831,9 +839,9 @@ def _record_broadcasts(sent: list[ChainTransaction], head: int) -> None:
 
 def _catch_up_signed_below(trade: Trade, nonce: int) -> None:
     """The wallet's trades still in SIGNING below `nonce` whose every frozen transaction the signer
-    has signed: run their after-signing step now (idempotent; it persists the bytes and enqueues
-    their broadcast). A lost or delayed signer message otherwise jammed every later trade of the
-    wallet behind a nonce gap until recover_stalled_trades (TRADE_STALL_SECONDS) noticed."""
+    has signed: persist their answer now (idempotent), for the retried step to send. A lost or
+    delayed signer message otherwise jammed every later trade of the wallet behind a nonce gap until
+    recover_stalled_trades (TRADE_STALL_SECONDS) noticed."""
     unsigned = ChainTransaction.objects.filter(
         trade_id=OuterRef("pk"), attempt=1, signing_record__isnull=True
     )
@@ -851,7 +859,11 @@ def _catch_up_signed_below(trade: Trade, nonce: int) -> None:
         .distinct()
     )
     for trade_id in sorted(below):
-        trade_after_signing(trade_id=trade_id, attempt=1)
+        # Persisted only: the step that found the gap comes back in a moment and sends them first
+        # (an enqueued broadcast per caught-up trade re-sent the same bytes again, ~100 per burst).
+        for attempt in serializable_attempts(label="after_signing.catch_up"):
+            with attempt:
+                _after_signing(trade_id, 1)
 
 
 def _unsent_below(trade: Trade, nonce: int, *, exclude: set[int]) -> list[ChainTransaction]:

@@ -522,6 +522,10 @@ def test_a_later_broadcast_catches_up_a_signed_trade_whose_signer_message_was_lo
     assert lower.state == "CONFIRMING"  # caught up: bytes persisted, its broadcast enqueued
     assert lower.events.filter(kind="start_confirming").count() == 1
     rmtm.trade_broadcast(trade_id=upper.pk)  # sends the lower trade's bytes first, then its own
+    stats = pool_for(lower.chain).stats
+    before = stats.http_requests
+    rmtm.trade_after_signing_batch([(lower.pk, 1)])  # its own answer, late: sent already, not again
+    assert stats.http_requests == before
     _mine(deployed_devchain, 2)
     for trade in (lower, upper):
         rmtm.trade_confirm(trade_id=trade.pk)
