@@ -14,7 +14,7 @@ object is the last line. Target: pipeline/(a) >= 1.0 and p50 < 300 ms.
 
 Run: .venv/bin/python bench/pipeline.py [--trades 200]
 (BENCH_EXECUTION_CONCURRENCY / BENCH_SIGNER_CONCURRENCY: pool children per worker, by default the
-settings' WORKER_CONCURRENCY_EXECUTION / _SIGNER, as a deployment runs them;
+settings' WORKER_CONCURRENCY_EXECUTION and 1 signer child, as an HSM deployment runs them;
 BENCH_WORKER_LOGLEVEL=INFO keeps each task's run time in the workers' logs under the temporary directory.)
 """
 
@@ -191,7 +191,10 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         "execution": os.environ.get(
             "BENCH_EXECUTION_CONCURRENCY", str(settings.WORKER_CONCURRENCY_EXECUTION)
         ),
-        "signer": os.environ.get("BENCH_SIGNER_CONCURRENCY", str(settings.WORKER_CONCURRENCY_SIGNER)),
+        # The HSM deployment (keys never leave the token, so the signer keeps its child:
+        # SIGNER_MAX_TASKS_PER_CHILD=0 below) runs one signer child: it signs in queue (nonce) order
+        # in larger batches, and leaves the second core to the engine (.env.example).
+        "signer": os.environ.get("BENCH_SIGNER_CONCURRENCY", "1"),
     }
     for queue, role in (("execution", "custos_engine"), ("signer", "custos_signer")):
         concurrency = concurrency_of[queue]
