@@ -121,10 +121,7 @@ def audit_append_many(entries: list[AuditEntry]) -> list[TradeEvent]:
     # One INSERT: PostgreSQL numbers its rows in the order given, so ids follow each chain's order.
     created = TradeEvent.objects.bulk_create(events)
     moved = {trade_id: head for trade_id, head in heads.items() if head != before.get(trade_id)}
-    if len(moved) == 1:
-        ((trade_id, head),) = moved.items()
-        Trade.objects.filter(pk=trade_id).update(audit_head=head)
-    elif moved:
+    if moved:
         Trade.objects.filter(pk__in=moved).update(
             audit_head=Case(*(When(pk=trade_id, then=Value(head)) for trade_id, head in moved.items()))
         )

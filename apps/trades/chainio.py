@@ -46,7 +46,7 @@ class SimulationReverted(Exception):
 
 
 def _pool(chain: Chain) -> RpcPool:
-    """The chain's pool (one database read for its endpoint list): taken once per step."""
+    """The chain's pool (its endpoint list re-read at most every RPC_POOL_REFRESH_SECONDS)."""
     return pool_for(chain)
 
 
@@ -101,18 +101,10 @@ def send_raw(chain: Chain, raw: bytes) -> str:
     return _pool(chain).send_raw_transaction(raw)
 
 
-def quorum_block_hash(chain: Chain, number: int) -> str | None:
-    """The settlement gate's read: the block hash at `number` if a quorum of endpoints agree."""
-    return _pool(chain).quorum_block_hash(number)
-
-
 def quorum_block_hashes(chain: Chain, numbers: list[int]) -> dict[int, str | None]:
-    """quorum_block_hash for many heights, each endpoint asked once for all of them."""
+    """The settlement gate's read for many heights: each one's block hash if a quorum of endpoints
+    agree, each endpoint asked once for all of them."""
     return _pool(chain).quorum_block_hashes(numbers)
-
-
-def pending_nonce(chain: Chain, owner: str) -> int:
-    return _pending_nonce(_pool(chain), owner)
 
 
 def _pending_nonce(pool: RpcPool, owner: str) -> int:
@@ -165,11 +157,16 @@ def decode_revert(data) -> str:
     return "reverted without a reason" if not raw else f"reverted with data 0x{raw.hex()}"
 
 
-def _rpc_error_reason(error: dict) -> str:
+def _revert_data(error: dict) -> str:
+    """The revert data a JSON-RPC error carries (nodes nest it differently), '' when none."""
     data = error.get("data")
     if isinstance(data, dict):
         data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x") and len(data) > 2:
+    return data if isinstance(data, str) and data.startswith("0x") and len(data) > 2 else ""
+
+
+def _rpc_error_reason(error: dict) -> str:
+    if data := _revert_data(error):
         try:
             return decode_revert(data)
         except Exception:  # noqa: BLE001, S110 - undecodable data: the node's message says more
@@ -179,11 +176,11 @@ def _rpc_error_reason(error: dict) -> str:
 
 def _is_revert(error: dict) -> bool:
     """A JSON-RPC error that is the contract's answer (it reverted), not the node failing to give one."""
-    data = error.get("data")
-    if isinstance(data, dict):
-        data = data.get("data")
-    has_data = isinstance(data, str) and data.startswith("0x") and len(data) > 2
-    return has_data or error.get("code") == 3 or "revert" in str(error.get("message", "")).lower()
+    return (
+        bool(_revert_data(error))
+        or error.get("code") == 3
+        or "revert" in str(error.get("message", "")).lower()
+    )
 
 
 def _failure(error: dict, what: str = "") -> Exception:

@@ -505,9 +505,7 @@ def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: di
             if gate_reason:
                 raise _Refuse("reject", gate_reason)
     if not value:  # what this trade's swap will spend: the next ones of the round must approve their own
-        memo[("allowance_spoken_for", trade.wallet_id, trade.chain_id, trade.path[0], trade.dex.router)] = (
-            True
-        )
+        memo[_allowance_spoken_for_key(trade)] = True
     _transition(
         trade,
         "start_signing",
@@ -522,14 +520,17 @@ def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: di
     return (0 if value else int(trade.amount_in)), wei
 
 
+def _allowance_spoken_for_key(trade: Trade) -> tuple:
+    return ("allowance_spoken_for", trade.wallet_id, trade.chain_id, trade.path[0], trade.dex.router)
+
+
 def _allowance_spoken_for(trade: Trade, memo: dict) -> bool:
     """Whether a swap of the same wallet, input token and router is frozen and not known to be mined:
     the allowance on chain may be its to spend. Read once per round; a trade frozen in the round
     makes it so for the ones after it."""
-    key = ("allowance_spoken_for", trade.wallet_id, trade.chain_id, trade.path[0], trade.dex.router)
     return remember(
         memo,
-        key,
+        _allowance_spoken_for_key(trade),
         lambda: (
             ChainTransaction.objects.filter(
                 trade__wallet_id=trade.wallet_id,
@@ -629,40 +630,40 @@ def trade_after_signing_batch(requests: list[tuple[int, int]]) -> None:
     was done and broadcasts the same bytes again (harmless)."""
     for tx_attempt in serializable_attempts(label="after_signing"):
         with tx_attempt:
-            # Every trade, transaction and record of the answer read at once (three queries).
-            trades = _trades().in_bulk([trade_id for trade_id, _attempt in requests])
-            txs: dict[tuple[int, int], list[ChainTransaction]] = {}
-            pairs = Q()
+            answers = _answers_of(requests)
             for trade_id, attempt in requests:
-                pairs |= Q(trade_id=trade_id, attempt=attempt)
-            for tx in ChainTransaction.objects.filter(pairs).order_by("trade_id", "sequence"):
-                txs.setdefault((tx.trade_id, tx.attempt), []).append(tx)
-            flat = [tx for group in txs.values() for tx in group]
-            records = {
-                r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=flat)
-            }
-            for trade_id, attempt in requests:
-                _after_signing(
-                    trade_id,
-                    attempt,
-                    loaded=(trades.get(trade_id), txs.get((trade_id, attempt), []), records),
-                )
+                _after_signing(trade_id, attempt, answers[(trade_id, attempt)])
     crash_point("after_signing.committed_before_enqueue")
     trade_broadcast_many([trade_id for trade_id, _attempt in requests], unsent_only=True)
 
 
-def _after_signing(trade_id: int, attempt: int, *, loaded: tuple | None = None) -> tuple[Trade | None, bool]:
+def _answers_of(requests: list[tuple[int, int]]) -> dict[tuple[int, int], tuple]:
+    """For each (trade, attempt), inside the caller's transaction: the trade, the attempt's
+    transactions in sequence order and their signing records by transaction id; three queries for
+    all of them."""
+    trades = _trades().in_bulk([trade_id for trade_id, _attempt in requests])
+    pairs = Q()
+    for trade_id, attempt in requests:
+        pairs |= Q(trade_id=trade_id, attempt=attempt)
+    txs = list(ChainTransaction.objects.filter(pairs).order_by("trade_id", "sequence"))
+    records = {r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)}
+    answers = {}
+    for trade_id, attempt in requests:
+        own = [tx for tx in txs if (tx.trade_id, tx.attempt) == (trade_id, attempt)]
+        answers[(trade_id, attempt)] = (
+            trades.get(trade_id),
+            own,
+            {tx.pk: records[tx.pk] for tx in own if tx.pk in records},
+        )
+    return answers
+
+
+def _after_signing(trade_id: int, attempt: int, answer: tuple | None = None) -> tuple[Trade | None, bool]:
     """Inside the caller's transaction: the attempt's records onto its transactions and the trade to
     CONFIRMING (or CONFIRMING again for a replacement), or the signer's refusal recorded. Returns the
-    trade and whether it now has transactions to broadcast. `loaded`: (the trade, the attempt's
-    transactions in sequence order, signing records by transaction id) read in this transaction."""
-    if loaded is None:
-        trade = _load(trade_id)
-        txs = list(ChainTransaction.objects.filter(trade_id=trade_id, attempt=attempt).order_by("sequence"))
-        records = {r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)}
-    else:
-        trade, txs, every_record = loaded
-        records = {tx.pk: every_record[tx.pk] for tx in txs if tx.pk in every_record}
+    trade and whether it now has transactions to broadcast. `answer`: what _answers_of read for it
+    (read here when not given)."""
+    trade, txs, records = answer or _answers_of([(trade_id, attempt)])[(trade_id, attempt)]
     if trade is None:
         return None, False
     if txs and len(records) == len(txs):
