@@ -2,8 +2,9 @@
 
 Health lives in the process (decisions per request must cost nothing) and is written to the
 endpoint's row whenever its state changes, so the admin and every new process see it. One pool per
-chain per process (`pool_for`); its endpoint list is re-read from the database on each `pool_for`
-call so an admin change applies at once, while each endpoint's health carries over by URL.
+chain per process (`pool_for`); its endpoint list is re-read from the database at most every
+RPC_POOL_REFRESH_SECONDS (at once after a change saved in the same process), while each endpoint's
+health carries over by URL. Requests go over kept-alive connections (apps.chain.http).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from apps.chain.http import JsonPoster, TransportError
 from apps.chain.models import Chain, RpcEndpoint
 from apps.chain.rpc import RpcError
 
@@ -119,7 +120,7 @@ class RpcPool:
         self.clock = clock
         self.stats = PoolStats()
         self._lock = threading.Lock()
-        self._client = httpx.Client(timeout=self.timeout)
+        self._client = JsonPoster()
         self.avoid: set[str] = set()  # endpoints a caller found inconsistent for the current job
         self.last_url = ""
 
@@ -177,17 +178,17 @@ class RpcPool:
         self.stats.rpc_calls += len(body) if isinstance(body, list) else 1
         started = time.monotonic()
         try:
-            response = self._client.post(ep.url, json=body, timeout=timeout or self.timeout)
-        except httpx.HTTPError as exc:
-            self._unreachable(ep, f"{type(exc).__name__}: {exc}"[:300])
-            return _Answer(False, error=f"{ep.name}: {type(exc).__name__}", transport=True)
+            response = self._client.post(ep.url, body, timeout=timeout or self.timeout)
+        except TransportError as exc:
+            self._unreachable(ep, str(exc)[:300])
+            return _Answer(False, error=f"{ep.name}: {str(exc).partition(':')[0]}", transport=True)
         elapsed_ms = (time.monotonic() - started) * 1000
-        if response.status_code == 429:
+        if response.status == 429:
             self._rate_limited(ep, response.headers.get("retry-after"), "HTTP 429")
             return _Answer(False, error=f"{ep.name}: HTTP 429", transport=True)
-        if response.status_code != 200:
-            self._unreachable(ep, f"HTTP {response.status_code}")
-            return _Answer(False, error=f"{ep.name}: HTTP {response.status_code}", transport=True)
+        if response.status != 200:
+            self._unreachable(ep, f"HTTP {response.status}")
+            return _Answer(False, error=f"{ep.name}: HTTP {response.status}", transport=True)
         try:
             payload = response.json()
         except ValueError:
