@@ -262,6 +262,13 @@ def run(n: int, url: str, tmp: Path, env_common: dict, workers: list) -> dict:
         raise SystemExit("the pipeline did not finish in time")
 
     def latency_ms(ids: list[int]) -> tuple[float, float, int]:
+        # Mined can come before the broadcaster has recorded its run's sends: wait for the records.
+        until = time.monotonic() + 30
+        sent = ChainTransaction.objects.filter(trade_id__in=ids, kind="swap", broadcast_at__isnull=False)
+        while (
+            read(lambda: sent.values("trade_id").distinct().count()) < len(ids) and time.monotonic() < until
+        ):
+            time.sleep(0.1)
         latencies = []
         for trade_id, created in Trade.objects.filter(pk__in=ids).values_list("pk", "created_at"):
             sent = (

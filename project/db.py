@@ -166,6 +166,7 @@ def serializable(
 
 # Advisory lock namespaces (the first of pg_advisory_lock's two int4 keys).
 LOCK_WALLET_NONCES = 1
+LOCK_WALLET_BROADCAST = 2
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from apps.chain.calldata import (
@@ -31,7 +31,7 @@ from apps.chain.calldata import (
     SWAP_EXACT_TOKENS_FOR_TOKENS,
     encode_call,
 )
-from apps.chain.models import Dex
+from apps.chain.models import Chain, Dex
 from apps.chain.txcodec import payload_hash
 from apps.market.reference import reference_check
 from apps.ml.gate import advice_gate_check
@@ -44,6 +44,7 @@ from apps.wallets.scope import ScopeState, scope_check
 from apps.wallets.services import nonce_allocate, nonce_release
 from project import locks
 from project.db import (
+    LOCK_WALLET_BROADCAST,
     LOCK_WALLET_NONCES,
     SerializationRetriesExhausted,
     is_retryable,
@@ -642,10 +643,14 @@ def _answers_of(requests: list[tuple[int, int]]) -> dict[tuple[int, int], tuple]
     transactions in sequence order and their signing records by transaction id; three queries for
     all of them."""
     trades = _trades().in_bulk([trade_id for trade_id, _attempt in requests])
-    pairs = Q()
-    for trade_id, attempt in requests:
-        pairs |= Q(trade_id=trade_id, attempt=attempt)
-    txs = list(ChainTransaction.objects.filter(pairs).order_by("trade_id", "sequence"))
+    # One IN list and the attempts picked here: an OR of (trade, attempt) pairs cost more to build
+    # and compile in the ORM than the query took to run.
+    wanted = set(requests)
+    txs = [
+        tx
+        for tx in ChainTransaction.objects.filter(trade_id__in=list(trades)).order_by("trade_id", "sequence")
+        if (tx.trade_id, tx.attempt) in wanted
+    ]
     records = {r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)}
     answers = {}
     for trade_id, attempt in requests:
@@ -719,56 +724,114 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
 
 
 def trade_broadcast_many(trade_ids: list[int], *, unsent_only: bool = False) -> None:
-    """Broadcast the CONFIRMING trades among `trade_ids`, wallet by wallet: the latest signed attempt
-    of each of their transactions not yet mined or replaced (an older attempt a replacement replaces
-    is not re-sent: the node would refuse it as underpriced, though it may still be the one mined),
-    together with the wallet's other signed, never-sent first attempts below them, all in nonce
-    order; every first send recorded in one transaction; then one confirm for them all.
-    `unsent_only` (the signer's answer): a trade whose latest attempts were all sent already (by
-    the broadcast of a higher nonce that caught it up) is not sent again."""
+    """Broadcast for the CONFIRMING trades among `trade_ids`, wallet by wallet, by one broadcaster per
+    wallet at a time (_broadcast_wallet): every signed, never-sent transaction of the wallet goes out
+    in nonce order, and one confirm is enqueued for the trades it sent.
+
+    `unsent_only` (the signer's answer, the hot path): a broadcaster already at work on the wallet
+    sends this step's transactions too (it looks again before it stops), so the step returns at
+    once. Otherwise (the broadcast task: recovery, a re-org, the tests) the trades' latest signed
+    attempts not yet mined or replaced are sent again even if sent before (the same bytes; an older
+    attempt a replacement replaces is not re-sent: the node would refuse it as underpriced, though
+    it may still be the one mined), after waiting in line for the wallet's broadcaster lock; a
+    nonce the node cannot take yet raises NonceNotYetValid for the task to come back."""
     trades = list(
-        Trade.objects.select_related("wallet", "chain")
-        .filter(pk__in=trade_ids, state=S.CONFIRMING)
-        .order_by("pk")
+        Trade.objects.select_related("chain").filter(pk__in=trade_ids, state=S.CONFIRMING).order_by("pk")
     )
     if not trades:
         return
-    latest: dict[tuple[int, int], ChainTransaction] = {}
-    for tx in (
-        ChainTransaction.objects.filter(trade__in=trades, raw_signed__isnull=False)
-        .exclude(status__in=[ChainTransaction.Status.MINED, ChainTransaction.Status.REPLACED])
-        .order_by("trade_id", "sequence", "-attempt")
-    ):
-        latest.setdefault((tx.trade_id, tx.sequence), tx)
-    if unsent_only:
-        waiting = {tx.trade_id for tx in latest.values() if tx.broadcast_at is None}
-        latest = {key: tx for key, tx in latest.items() if tx.trade_id in waiting}
-        trades = [t for t in trades if t.pk in waiting]
-        if not trades:
-            return
-    by_pk = {t.pk: t for t in trades}
-    by_wallet: dict[tuple[int, int], list[ChainTransaction]] = {}
-    for tx in latest.values():
-        tx.trade = by_pk[tx.trade_id]
-        by_wallet.setdefault((tx.trade.wallet_id, tx.trade.chain_id), []).append(tx)
-    for own in by_wallet.values():
-        _broadcast_in_nonce_order(own)
-    enqueue_now(TASK_CONFIRM_BATCH, [t.pk for t in trades])
+    again: dict[tuple[int, int], list[ChainTransaction]] = {}
+    if not unsent_only:
+        latest: dict[tuple[int, int], ChainTransaction] = {}
+        for tx in (
+            ChainTransaction.objects.filter(trade__in=trades, raw_signed__isnull=False)
+            .exclude(status__in=[ChainTransaction.Status.MINED, ChainTransaction.Status.REPLACED])
+            .order_by("trade_id", "sequence", "-attempt")
+        ):
+            latest.setdefault((tx.trade_id, tx.sequence), tx)
+        by_pk = {t.pk: t for t in trades}
+        for tx in latest.values():
+            tx.trade = by_pk[tx.trade_id]
+            again.setdefault((tx.trade.wallet_id, tx.trade.chain_id), []).append(tx)
+    sent_for: set[int] = set() if unsent_only else {t.pk for t in trades}
+    wallets = {(t.wallet_id, t.chain_id): t.chain for t in trades}
+    for (wallet_id, chain_id), chain in wallets.items():
+        sent_for |= _broadcast_wallet(wallet_id, chain, again=again.get((wallet_id, chain_id), []))
+    if sent_for:
+        enqueue_now(TASK_CONFIRM_BATCH, sorted(sent_for))
 
 
-def _broadcast_in_nonce_order(own: list[ChainTransaction]) -> None:
-    """Send `own` (one wallet's) and its wallet's unsent transactions below them, lowest nonce first;
-    record the sends, also when a later one fails."""
-    own.sort(key=lambda t: int(t.nonce))
-    trade = own[-1].trade
-    txs = _unsent_below(trade, int(own[-1].nonce), exclude={tx.trade_id for tx in own}) + own
-    txs.sort(key=lambda t: int(t.nonce))
-    head = chainio.block_number(trade.chain)
-    sent: list[ChainTransaction] = []
+def _broadcast_wallet(wallet_id: int, chain: Chain, *, again: list[ChainTransaction]) -> set[int]:
+    """The wallet's broadcaster: holding its PostgreSQL advisory lock, send the wallet's unsent
+    transactions (and `again`) lowest nonce first, and look for more until none is new; after
+    letting go, look once more and hold the lock again if one arrived meanwhile (its own step found
+    the lock held and left it to this one). Returns the ids of the trades sent for.
+
+    One sender per wallet keeps the nonces in order on a node that refuses future ones (Hardhat
+    automine): several workers sending at once had handed it gaps ("nonce too high"), and every
+    such step was retried whole. A nonce the node cannot take yet stops the hot path's run at the
+    gap (the lower trade's own step sends the rest, or catch-up has just persisted it: then it is
+    new and sent at once); with `again` (a task asking for a re-send) it raises NonceNotYetValid."""
+    tried: set[int] = set()
+    sent_for: set[int] = set()
+    while True:
+        with queued_for(LOCK_WALLET_BROADCAST, wallet_id, wait=bool(again)) as held:
+            if not held:
+                return sent_for
+            while True:
+                unsent = _unsent_of(wallet_id, chain.pk)
+                if not again and tried.issuperset(tx.pk for tx in unsent):
+                    break
+                txs = {tx.pk: tx for tx in [*unsent, *again]}.values()
+                tried.update(tx.pk for tx in unsent)
+                sent_for |= _send_in_nonce_order(sorted(txs, key=lambda t: int(t.nonce)), strict=bool(again))
+                again = []
+        if tried.issuperset(_unsent_of(wallet_id, chain.pk, ids_only=True)):
+            return sent_for
+
+
+def _unsent_of(wallet_id: int, chain_pk: int, *, ids_only: bool = False) -> list:
+    """The wallet's signed, persisted, never-sent transactions of CONFIRMING trades, in nonce order;
+    of a transaction a signed replacement replaces, only the replacement."""
+    rows = (
+        ChainTransaction.objects.filter(
+            trade__wallet_id=wallet_id,
+            trade__chain_id=chain_pk,
+            trade__state=S.CONFIRMING,
+            status=ChainTransaction.Status.SIGNED,
+            broadcast_at__isnull=True,
+        )
+        .exclude(
+            Exists(
+                ChainTransaction.objects.filter(
+                    trade_id=OuterRef("trade_id"),
+                    sequence=OuterRef("sequence"),
+                    attempt__gt=OuterRef("attempt"),
+                    raw_signed__isnull=False,
+                )
+            )
+        )
+        .order_by("nonce", "attempt")
+    )
+    if ids_only:
+        return list(rows.values_list("pk", flat=True))
+    return list(rows.select_related("trade__chain"))
+
+
+def _send_in_nonce_order(txs: list[ChainTransaction], *, strict: bool) -> set[int]:
+    """Send `txs` (one wallet's, nonce order); record the sends, also when a later one fails. A nonce
+    the node cannot take yet ends the run (raised when `strict`). Returns the trades sent for."""
+    head = chainio.block_number(txs[0].trade.chain)
+    sent: dict[ChainTransaction, datetime] = {}  # each with the moment the node took it
     try:
         for tx in txs:
-            if _send(tx):
-                sent.append(tx)
+            try:
+                if _send(tx):
+                    sent[tx] = timezone.now()
+            except chainio.NonceNotYetValid:
+                if strict:
+                    raise
+                break
             crash_point("broadcast.after_send")
     finally:
         # Retried in place: a serialization failure here once ended the task with the trade's later
@@ -778,6 +841,7 @@ def _broadcast_in_nonce_order(own: list[ChainTransaction]) -> None:
             for attempt in serializable_attempts(label="broadcast.record"):
                 with attempt:
                     _record_broadcasts(sent, head)
+    return {tx.trade_id for tx in sent}
 
 
 def _send(tx: ChainTransaction) -> bool:
@@ -806,10 +870,10 @@ def _send(tx: ChainTransaction) -> bool:
     return True
 
 
-def _record_broadcasts(sent: list[ChainTransaction], head: int) -> None:
+def _record_broadcasts(sent: dict[ChainTransaction, datetime], head: int) -> None:
     # Only a SIGNED row becomes BROADCAST: a concurrent confirm may already have marked it
     # REPLACED (its sibling was mined), and that verdict must not be overwritten. Only a first
-    # send is recorded (and audited).
+    # send is recorded (and audited), with its own send time (a broadcaster's run sends many).
     first = set(
         ChainTransaction.objects.filter(pk__in=[tx.pk for tx in sent], broadcast_at__isnull=True).values_list(
             "pk", flat=True
@@ -818,7 +882,7 @@ def _record_broadcasts(sent: list[ChainTransaction], head: int) -> None:
     if not first:
         return
     ChainTransaction.objects.filter(pk__in=first, broadcast_at__isnull=True).update(
-        broadcast_at=timezone.now(),
+        broadcast_at=Case(*(When(pk=tx.pk, then=Value(at)) for tx, at in sent.items() if tx.pk in first)),
         broadcast_block=head,
         status=Case(
             When(status=ChainTransaction.Status.SIGNED, then=Value(ChainTransaction.Status.BROADCAST)),
@@ -865,26 +929,6 @@ def _catch_up_signed_below(trade: Trade, nonce: int) -> None:
         for attempt in serializable_attempts(label="after_signing.catch_up"):
             with attempt:
                 _after_signing(trade_id, 1)
-
-
-def _unsent_below(trade: Trade, nonce: int, *, exclude: set[int]) -> list[ChainTransaction]:
-    """The wallet's other signed, persisted, never-sent first attempts below `nonce`: sent first, in
-    nonce order, so a node that refuses future nonces (Hardhat automine) is never handed a gap by
-    two workers broadcasting out of order. Same bytes as their own broadcast would send."""
-    return list(
-        ChainTransaction.objects.filter(
-            trade__wallet_id=trade.wallet_id,
-            trade__chain_id=trade.chain_id,
-            trade__state=S.CONFIRMING,
-            raw_signed__isnull=False,
-            broadcast_at__isnull=True,
-            replaces__isnull=True,
-            nonce__lt=nonce,
-        )
-        .exclude(trade_id__in=exclude)
-        .select_related("trade__wallet", "trade__chain")
-        .order_by("nonce")
-    )
 
 
 def audit_and_log(trade: Trade, kind: str, data: dict) -> None:

@@ -22,6 +22,7 @@ from apps.trades.audit import AuditEntry, audit_append, audit_append_many, audit
 from apps.trades.models import ChainTransaction, Trade, TradeEvent
 from apps.wallets.models import NonceCursor
 from apps.wallets.services import wallet_create
+from project.db import serializable_attempts
 from tests.factories import UserFactory, grant_scope, model_version_row
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chain]
@@ -777,3 +778,86 @@ def test_a_node_error_in_a_simulation_read_is_retried_and_a_revert_ends_the_trad
         {"code": -32603, "message": "internal error"},
     ):
         assert isinstance(chainio._failure(flaky), chainio.ChainUnavailable)
+
+
+def _sent_nonces(wallet) -> list[int]:
+    sent = ChainTransaction.objects.filter(trade__wallet=wallet, broadcast_at__isnull=False)
+    return sorted(int(n) for n in sent.values_list("nonce", flat=True))
+
+
+def _persisted(trade: Trade) -> None:
+    """The trade's signer answer committed by another worker's step (which then found the wallet's
+    broadcaster busy and left its sending to it)."""
+    for attempt in serializable_attempts(label="test"):
+        with attempt:
+            rmtm._after_signing(trade.pk, 1)
+
+
+def test_an_answer_above_an_unsigned_nonce_waits_without_a_retry_then_both_go_in_order(
+    scoped_wallet, deployed_devchain
+):
+    """One broadcaster per wallet: the upper trade's answer meets the gap (the node refuses future
+    nonces) and ends without raising (no task retried); the lower trade's answer sends its own
+    transactions and then the upper ones, lowest nonce first, in one step."""
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    lower, upper = _to_signing(scoped_wallet, "gap-lower"), _to_signing(scoped_wallet, "gap-upper")
+    assert signer.trade_sign(trade_id=upper.pk, attempt=1).signed
+    rmtm.trade_after_signing_batch([(upper.pk, 1)])
+    assert Trade.objects.get(pk=upper.pk).state == "CONFIRMING"
+    assert w3.eth.get_transaction_count(scoped_wallet.address) == 0
+    assert _sent_nonces(scoped_wallet) == []
+
+    assert signer.trade_sign(trade_id=lower.pk, attempt=1).signed
+    rmtm.trade_after_signing_batch([(lower.pk, 1)])
+    assert w3.eth.get_transaction_count(scoped_wallet.address) == 4
+    assert _sent_nonces(scoped_wallet) == [0, 1, 2, 3]
+    order = TradeEvent.objects.filter(trade__in=[lower, upper], kind="broadcast").order_by("pk")
+    assert [e.data["nonce"] for e in order] == [0, 1, 2, 3]
+    # One run sent all four; each keeps the moment it was sent.
+    times = list(
+        ChainTransaction.objects.filter(trade__in=[lower, upper])
+        .order_by("nonce")
+        .values_list("broadcast_at", flat=True)
+    )
+    assert times == sorted(times)
+    assert len(set(times)) == 4
+
+
+def test_a_step_that_finds_the_wallets_broadcaster_busy_leaves_its_sending_to_it(scoped_wallet):
+    from project.db import LOCK_WALLET_BROADCAST
+    from tests.signing.test_batch import _other_connection
+
+    first, second = _to_signing(scoped_wallet, "busy-a"), _to_signing(scoped_wallet, "busy-b")
+    assert signer.trade_sign(trade_id=first.pk, attempt=1).signed
+    assert signer.trade_sign(trade_id=second.pk, attempt=1).signed
+    with _other_connection() as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_WALLET_BROADCAST, scoped_wallet.pk])
+        rmtm.trade_after_signing_batch([(first.pk, 1)])  # returns at once: someone is sending
+        assert Trade.objects.get(pk=first.pk).state == "CONFIRMING"
+        assert _sent_nonces(scoped_wallet) == []
+    rmtm.trade_after_signing_batch([(second.pk, 1)])  # the next broadcaster sends both, in order
+    assert _sent_nonces(scoped_wallet) == [0, 1, 2, 3]
+
+
+def test_the_broadcaster_looks_again_after_letting_go_for_an_answer_that_arrived_meanwhile(
+    scoped_wallet, monkeypatch
+):
+    """Another trade's answer is committed after the broadcaster's last look found nothing new and
+    before it let go (that trade's own step found the lock held and returned): the look after
+    letting go finds it and sends it."""
+    first, late = _to_signing(scoped_wallet, "bc-first"), _to_signing(scoped_wallet, "bc-late")
+    assert signer.trade_sign(trade_id=first.pk, attempt=1).signed
+    assert signer.trade_sign(trade_id=late.pk, attempt=1).signed
+    real, looks = rmtm._unsent_of, []
+
+    def unsent_then_arrival(wallet_id, chain_pk, *, ids_only=False):
+        rows = real(wallet_id, chain_pk, ids_only=ids_only)
+        looks.append((ids_only, len(rows)))
+        if len(looks) == 2:  # the holder's look that found nothing new, just before it lets go
+            _persisted(late)
+        return rows
+
+    monkeypatch.setattr(rmtm, "_unsent_of", unsent_then_arrival)
+    rmtm.trade_after_signing_batch([(first.pk, 1)])
+    assert looks[:3] == [(False, 2), (False, 0), (True, 2)]
+    assert _sent_nonces(scoped_wallet) == [0, 1, 2, 3]
