@@ -262,13 +262,19 @@ def approve_calldata(trade: Trade) -> str:
 
 def trade_simulate(*, trade_id: int) -> Trade | None:
     """PENDING → SIMULATING, quote and simulate at a pinned block, → VALIDATING (or FAILED on revert)."""
-    for attempt in serializable_attempts(label="simulate.start"):
-        with attempt:
-            trade = _load(trade_id)
-            if trade is None or trade.state not in (S.PENDING, S.SIMULATING):
-                return trade  # gone or already past this step
-            if trade.state == S.PENDING:
-                _transition(trade, "start_simulation")
+    # Read before the transaction (the transition's UPDATE is checked against what was read): reads
+    # inside it made it collide with every concurrent step's writes to the trades table.
+    trade = _load(trade_id)
+    if trade is None or trade.state not in (S.PENDING, S.SIMULATING):
+        return trade  # gone or already past this step
+    if trade.state == S.PENDING:
+        for attempt, current in _attempts_reusing(trade, label="simulate.start"):
+            with attempt:
+                trade = current()
+                if trade is None or trade.state not in (S.PENDING, S.SIMULATING):
+                    return trade
+                if trade.state == S.PENDING:
+                    _transition(trade, "start_simulation")
     if trade.deadline <= timezone.now():
         return _end(trade_id, "reject", "deadline passed before simulation", expect={S.SIMULATING})
     try:
@@ -625,23 +631,31 @@ def trade_after_signing(*, trade_id: int, attempt: int) -> Trade | None:
 
 
 def trade_after_signing_batch(requests: list[tuple[int, int]]) -> None:
-    """The signer's answer for one or more (trade, attempt): every one persisted in one transaction,
-    then, in this same step, every CONFIRMING trade among them broadcast (trade_broadcast_many: per
-    wallet, in nonce order) and one confirm enqueued for them all. A redelivery redoes nothing that
-    was done and broadcasts the same bytes again (harmless)."""
-    for tx_attempt in serializable_attempts(label="after_signing"):
-        with tx_attempt:
-            answers = _answers_of(requests)
-            for trade_id, attempt in requests:
-                _after_signing(trade_id, attempt, answers[(trade_id, attempt)])
+    """The signer's answer for one or more (trade, attempt): read once for all of them, each
+    persisted in its own short SERIALIZABLE transaction (one for the whole answer collided with
+    every concurrent step's writes and started over whole: 130 retries per 200-swap burst), then, in
+    this same step, the wallets' unsent transactions broadcast (trade_broadcast_many). A
+    redelivery redoes nothing that was done and broadcasts nothing already sent."""
+    answers = _answers_of(requests)
+    for trade_id, attempt in requests:
+        answer = answers[(trade_id, attempt)]
+        try:
+            for tx_attempt in serializable_attempts(label="after_signing"):
+                with tx_attempt:
+                    _after_signing(trade_id, attempt, answer)
+                answer = None  # a failed attempt may have moved the objects along: read afresh
+        except StaleTrade:
+            # Changed since the read above (a broadcaster's catch-up persisted it): judged afresh.
+            for tx_attempt in serializable_attempts(label="after_signing"):
+                with tx_attempt:
+                    _after_signing(trade_id, attempt)
     crash_point("after_signing.committed_before_enqueue")
     trade_broadcast_many([trade_id for trade_id, _attempt in requests], unsent_only=True)
 
 
 def _answers_of(requests: list[tuple[int, int]]) -> dict[tuple[int, int], tuple]:
-    """For each (trade, attempt), inside the caller's transaction: the trade, the attempt's
-    transactions in sequence order and their signing records by transaction id; three queries for
-    all of them."""
+    """For each (trade, attempt): the trade, the attempt's transactions in sequence order and their
+    signing records by transaction id; three queries for all of them."""
     trades = _trades().in_bulk([trade_id for trade_id, _attempt in requests])
     # One IN list and the attempts picked here: an OR of (trade, attempt) pairs cost more to build
     # and compile in the ORM than the query took to run.

@@ -861,3 +861,28 @@ def test_the_broadcaster_looks_again_after_letting_go_for_an_answer_that_arrived
     rmtm.trade_after_signing_batch([(first.pk, 1)])
     assert looks[:3] == [(False, 2), (False, 0), (True, 2)]
     assert _sent_nonces(scoped_wallet) == [0, 1, 2, 3]
+
+
+def test_an_answer_another_step_persisted_after_it_was_read_is_judged_afresh_once(scoped_wallet, monkeypatch):
+    """The answer is read once, before each trade's own transaction: a trade persisted meanwhile
+    (a broadcaster's catch-up) is read again, not moved twice, and the other trades of the answer
+    go on."""
+    first, second = _to_signing(scoped_wallet, "afresh-a"), _to_signing(scoped_wallet, "afresh-b")
+    outcomes = signer.trade_sign_batch([(first.pk, 1), (second.pk, 1)])
+    assert all(o.signed for o in outcomes.values())
+    real, reads = rmtm._answers_of, []
+
+    def read_then_persisted_elsewhere(requests):
+        answers = real(requests)
+        reads.append(requests)
+        if len(reads) == 1:
+            _persisted(first)  # committed after the read above
+        return answers
+
+    monkeypatch.setattr(rmtm, "_answers_of", read_then_persisted_elsewhere)
+    rmtm.trade_after_signing_batch([(first.pk, 1), (second.pk, 1)])
+    assert [(first.pk, 1)] in reads[1:]  # the stale one read again
+    for trade in (first, second):
+        assert Trade.objects.get(pk=trade.pk).state == "CONFIRMING"
+        assert trade.events.filter(kind="start_confirming").count() == 1
+    assert _sent_nonces(scoped_wallet) == [0, 1, 2, 3]
