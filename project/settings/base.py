@@ -152,7 +152,7 @@ WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=10)
 WORKER_HEARTBEAT_TTL_SECONDS = env.int("WORKER_HEARTBEAT_TTL_SECONDS", default=30)
 # Concurrency per worker process (child processes of the prefork pool). The execution queue's steps
 # mostly wait on PostgreSQL and the node, so it runs more children than a small machine has cores:
-# on 2 cores, bench/pipeline.py measured 17.3 swaps/s with 4 against 15.7-17.6 with 2.
+# on 2 cores, bench/pipeline.py measured 26.7-29.8 swaps/s with 4 against 25.4-28.5 with 2.
 WORKER_CONCURRENCY_EXECUTION = env.int("WORKER_CONCURRENCY_EXECUTION", default=4)
 WORKER_CONCURRENCY_SIGNER = env.int("WORKER_CONCURRENCY_SIGNER", default=2)
 WORKER_CONCURRENCY_WATCHER = env.int("WORKER_CONCURRENCY_WATCHER", default=1)
