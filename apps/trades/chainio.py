@@ -10,7 +10,8 @@ execution worker the pipeline's bottleneck (docs/critical-path.md, "Throughput")
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -146,6 +147,22 @@ def receipts(chain: Chain, tx_hashes: list[str]) -> list[Receipt | None]:
 
 def receipt(chain: Chain, tx_hash: str) -> Receipt | None:
     return receipts(chain, [tx_hash])[0]
+
+
+def replayed_revert_reason(
+    chain: Chain, *, sender: str, to: str, data: str, value: int, gas: int, block_number: int
+) -> str:
+    """Why a mined transaction reverted, as far as replaying it tells: the same call on the state of
+    its block's parent (exact where a block holds one transaction, as on an automining dev chain;
+    elsewhere the block's earlier transactions are missing from that state). '' when the replay
+    does not revert or the node does not answer: the verdict stands on the receipt either way."""
+    call = {"from": sender, "to": to, "data": data, "value": hex(value), "gas": hex(gas)}
+    try:
+        _url, (answer,) = _exchange(_pool(chain), [("eth_call", [call, hex(block_number - 1)])])
+    except ChainUnavailable:
+        return ""
+    error = answer.get("error")
+    return _rpc_error_reason(error) if error and _is_revert(error) else ""
 
 
 def decode_revert(data) -> str:
@@ -377,17 +394,24 @@ class WalletState:
     pending_nonce: int
     base_fee: int
     priority_fee: int
+    allowances: dict[str, int] = field(default_factory=dict)  # spender -> input token units
 
 
-def wallet_state(*, chain: Chain, token: str, owner: str) -> WalletState:
-    """Fees, the input token's balance and the gas balance in one batch, then the pending nonce."""
+def wallet_state(*, chain: Chain, token: str, owner: str, spenders: Sequence[str] = ()) -> WalletState:
+    """Fees, the input token's balance, its allowance to each of `spenders` and the gas balance in
+    one batch, then the pending nonce."""
     pool = _pool(chain)
+    spenders = list(dict.fromkeys(spenders))
     try:
-        history, balance, eth_balance = pool.batch(
+        history, balance, eth_balance, *allowed = pool.batch(
             [
                 ("eth_feeHistory", [4, "latest", [50]]),
                 _eth_call(token, BALANCE_OF + encode(["address"], [owner]), "latest"),
                 ("eth_getBalance", [owner, "latest"]),
+                *(
+                    _eth_call(token, ALLOWANCE + encode(["address", "address"], [owner, spender]), "latest")
+                    for spender in spenders
+                ),
             ]
         )
     except NoEndpointAvailable as exc:
@@ -402,4 +426,8 @@ def wallet_state(*, chain: Chain, token: str, owner: str) -> WalletState:
         pending_nonce=_pending_nonce(pool, owner),
         base_fee=base,
         priority_fee=priority,
+        allowances={
+            spender: _returned({"result": raw}, ["uint256"], "allowance")[0]
+            for spender, raw in zip(spenders, allowed, strict=True)
+        },
     )

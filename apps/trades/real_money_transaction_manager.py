@@ -396,7 +396,12 @@ def _judge_round(waiting: list[Trade]) -> None:
     cost) is no longer there for the later ones."""
     first = waiting[0]
     simulations = _simulations_of(waiting)
-    state = chainio.wallet_state(chain=first.chain, token=first.path[0], owner=first.wallet.address)
+    state = chainio.wallet_state(
+        chain=first.chain,
+        token=first.path[0],
+        owner=first.wallet.address,
+        spenders=[t.dex.router for t in waiting if not swap_value(t)],
+    )
     memo: dict[tuple, object] = {}
     for candidate in waiting:
         spent = None
@@ -444,9 +449,17 @@ def _freeze(trade: Trade, state: chainio.WalletState, simulation: dict, memo: di
     approve_gas = int(simulation.get("approve_gas", 0))
     reserves = (int(simulation.get("reserves_in", 0)), int(simulation.get("reserves_out", 0)))
     needs_approve = approve_gas > 0
-    if not needs_approve and not value and _allowance_spoken_for(trade, memo):
-        # The allowance the simulation saw is another in-flight trade's (its own exact approve, mined
-        # before its swap): that swap spends it first, and this one would revert on chain.
+    if (
+        not needs_approve
+        and not value
+        and (
+            state.allowances.get(trade.dex.router, 0) < int(trade.amount_in)
+            or _allowance_spoken_for(trade, memo)
+        )
+    ):
+        # The allowance the simulation saw at its block is gone now, or it is another in-flight
+        # trade's (its own exact approve, mined before its swap): that swap spends it first (or
+        # already did, once recorded as mined), and this one would revert on chain.
         needs_approve, approve_gas = True, settings.APPROVE_GAS_WITHOUT_ESTIMATE
     priority = state.priority_fee
     max_fee = 2 * state.base_fee + priority
@@ -728,6 +741,9 @@ def _after_signing(trade_id: int, attempt: int, answer: tuple | None = None) -> 
 ALREADY_KNOWN = ("already known", "known transaction", "already imported", "alreadyknown")
 NONCE_TOO_HIGH = ("nonce too high",)
 NONCE_TOO_LOW = ("nonce too low", "nonce has already been used", "nonce is too low")
+# A node that executes what it is sent at once (Hardhat automine) mines a reverting transaction and
+# then answers the send with the revert: sent, if our hash has a receipt (confirm fails the trade).
+REVERTED_WHEN_MINED = ("vm exception while processing transaction", "transaction reverted")
 
 
 def trade_broadcast(*, trade_id: int) -> Trade | None:
@@ -872,6 +888,8 @@ def _send(tx: ChainTransaction) -> bool:
             if chainio.receipt(tx.trade.chain, tx.tx_hash) is None:
                 audit_and_log(tx.trade, "broadcast_nonce_consumed", {"tx": tx.tx_hash, "error": str(exc)})
                 return False
+            return True
+        if any(m in message for m in REVERTED_WHEN_MINED) and chainio.receipt(tx.trade.chain, tx.tx_hash):
             return True
         if any(m in message for m in NONCE_TOO_HIGH):
             # Nodes that do not queue future nonces (Hardhat automine): the lower one is coming,
@@ -1112,15 +1130,27 @@ def _look_and_record(trade: Trade, view: _ChainView, live: list[ChainTransaction
     )
     for item in found:
         if item.receipt.status != 1:
-            tx, number = item.tx, item.receipt.block_number
-            _end(
-                trade.pk,
-                "fail",
-                f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {number}",
-                expect={S.CONFIRMING},
-            )
+            _end(trade.pk, "fail", _reverted_on_chain(trade, item.tx, item.receipt), expect={S.CONFIRMING})
             return None
     return _Looked(trade=trade, found=found, stuck=stuck, complete=complete, head=view.head)
+
+
+def _reverted_on_chain(trade: Trade, tx: ChainTransaction, receipt: chainio.Receipt) -> str:
+    """The FAILED reason of a receipt with status 0: the revert reason its replay gives, or that it
+    used all its gas."""
+    why = chainio.replayed_revert_reason(
+        trade.chain,
+        sender=tx.sender,
+        to=tx.to,
+        data=tx.data,
+        value=int(tx.value),
+        gas=int(tx.gas),
+        block_number=receipt.block_number,
+    )
+    if not why and receipt.gas_used >= int(tx.gas):
+        why = f"out of gas (used all {int(tx.gas)})"
+    where = f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {receipt.block_number}"
+    return f"{where}: {why}" if why else where
 
 
 def _settle_or_replace(looked: _Looked, view: _ChainView) -> Trade | None:

@@ -3,6 +3,7 @@ nothing and double nothing; two execution workers share one wallet without a non
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from datetime import timedelta
 
@@ -101,13 +102,47 @@ def test_a_crash_at_each_step_boundary_loses_nothing_and_doubles_nothing(stack, 
     assert_exactly_once(stack, wallet, ids)
 
 
+class CursorHolder(threading.Thread):
+    """Holds the wallet's nonce cursor row in a transaction of its own for a moment, over and over:
+    a validation that writes the cursor meanwhile fails with a serialization error (40001), and the
+    worker must retry it. The engine's own steps now collide only now and then (short
+    transactions, one broadcaster per wallet), so this makes sure the retry path runs under real
+    workers in every run, not only when the steps happen to collide."""
+
+    def __init__(self, wallet_id: int):
+        super().__init__(daemon=True)
+        self.wallet_id = wallet_id
+        self.done = threading.Event()
+        self.held = 0
+
+    def run(self) -> None:
+        from tests.signing.test_batch import _other_connection
+
+        with _other_connection() as conn:
+            while not self.done.wait(0.1):
+                with conn.transaction():
+                    held = conn.execute(
+                        "UPDATE wallets_noncecursor SET updated_at = now() WHERE wallet_id = %s",
+                        [self.wallet_id],
+                    ).rowcount
+                    self.done.wait(0.1)
+                self.held += held
+
+
 def test_two_execution_workers_share_one_wallet_without_gaps(stack):
     wallet = make_wallet(stack)
     stack.start("execution-1", "execution", "custos_engine", TRADE_STALL_SECONDS="5")
     stack.start("execution-2", "execution", "custos_engine", TRADE_STALL_SECONDS="5")
     stack.start("signer", "signer", "custos_signer", WORKER_CONCURRENCY_SIGNER="2")
+    holder = CursorHolder(wallet.pk)
+    holder.start()
     ids = submit(wallet, 50, "many")
-    states = drive(stack, ids, timeout=400)
+    try:
+        states = drive(stack, ids, timeout=400)
+    finally:
+        holder.done.set()
+        holder.join()
+    assert holder.held > 0
     assert set(states.values()) == {"SETTLED"}, stack.log_tail()
     assert_exactly_once(stack, wallet, ids)
     logs = stack.log_tail() + "".join(p.read_text() for p in stack.logs.values())

@@ -683,6 +683,36 @@ def test_an_allowance_another_in_flight_trade_will_spend_is_not_relied_on(scoped
     assert [Trade.objects.get(pk=t.pk).state for t in (first, second)] == ["SETTLED", "SETTLED"]
 
 
+def test_an_allowance_the_simulation_saw_but_gone_by_validation_gets_an_approve(
+    scoped_wallet, deployed_devchain
+):
+    """The simulation's block still had the allowance (another trade's exact approve, mined before
+    its swap); by validation that swap has spent it and is recorded mined, so nothing in flight
+    speaks for it. Validation reads the allowance again: the trade gets its own approve and settles.
+    Before, it went out as a bare swap and reverted on chain (seen once in bench/pipeline.py)."""
+    Chain.objects.update(confirmations_required=1)
+    w3 = Web3(Web3.HTTPProvider(deployed_devchain))
+    usdc, dex = Token.objects.get(symbol="dUSDC"), Dex.objects.get()
+    erc20 = w3.eth.contract(address=usdc.address, abi=devchain.load_artifact("DevToken")["abi"])
+
+    def approve(amount: int) -> None:
+        w3.provider.make_request("hardhat_impersonateAccount", [scoped_wallet.address])
+        sent = erc20.functions.approve(dex.router, amount).transact({"from": scoped_wallet.address})
+        w3.eth.wait_for_transaction_receipt(sent)
+        w3.provider.make_request("hardhat_stopImpersonatingAccount", [scoped_wallet.address])
+
+    approve(10 * 10**6)
+    (trade,) = _simulated(scoped_wallet, ["allow-gone"])
+    assert trade.events.get(kind="start_validation").data["approve_gas"] == 0
+    approve(0)  # spent meanwhile
+    rmtm.trade_validate(trade_id=trade.pk)
+    assert list(trade.transactions.order_by("sequence").values_list("kind", flat=True)) == ["approve", "swap"]
+    assert signer.trade_sign(trade_id=trade.pk, attempt=1).signed
+    rmtm.trade_after_signing_batch([(trade.pk, 1)])
+    rmtm.trade_confirm_many([trade.pk])
+    assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
+
+
 def test_the_tick_leaves_trades_a_confirm_batch_just_looked_at_for_the_next_tick(scoped_wallet, settings):
     Chain.objects.update(confirmations_required=5)  # mined, not yet deep enough: still CONFIRMING
     trades = _simulated(scoped_wallet, ["looked-a", "looked-b"])
@@ -886,3 +916,36 @@ def test_an_answer_another_step_persisted_after_it_was_read_is_judged_afresh_onc
         assert Trade.objects.get(pk=trade.pk).state == "CONFIRMING"
         assert trade.events.filter(kind="start_confirming").count() == 1
     assert _sent_nonces(scoped_wallet) == [0, 1, 2, 3]
+
+
+def test_a_swap_that_reverts_on_chain_fails_with_the_replayed_reason(scoped_wallet, deployed_devchain):
+    """Receipt status 0: FAILED with the revert reason (the same call replayed on its block's parent
+    state), its nonce consumed. Here a large swap by someone else moves the pool between the
+    trade's simulation and its broadcast, beyond the trade's 0.5% slippage."""
+    from tests.chain.node import node_restored
+
+    Chain.objects.update(confirmations_required=1)
+    with node_restored(deployed_devchain) as w3:
+        trade = _to_signing(scoped_wallet, "moved")
+        assert signer.trade_sign(trade_id=trade.pk, attempt=1).signed
+        rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
+        usdc, dai = _tokens()
+        whale = w3.eth.accounts[1]  # a funded dev account
+        router = w3.eth.contract(
+            address=Dex.objects.get().router, abi=devchain.load_artifact("UniswapV2Router02")["abi"]
+        )
+        erc20 = w3.eth.contract(address=usdc.address, abi=devchain.load_artifact("DevToken")["abi"])
+        big = 50_000 * 10**6  # 5% of the pool's dUSDC side
+        erc20.functions.approve(router.address, big).transact({"from": whale})
+        router.functions.swapExactTokensForTokens(big, 0, [usdc.address, dai.address], whale, 2**40).transact(
+            {"from": whale}
+        )
+        rmtm.trade_broadcast(trade_id=trade.pk)  # Hardhat mines it, then answers with the revert
+        assert not trade.transactions.filter(broadcast_at__isnull=True).exists()  # both count as sent
+        rmtm.trade_confirm(trade_id=trade.pk)
+        trade.refresh_from_db()
+        assert trade.state == "FAILED"
+        assert "(swap) reverted on chain in block" in trade.reason
+        assert trade.reason.endswith("UniswapV2Router: INSUFFICIENT_OUTPUT_AMOUNT")
+        assert trade.events.get(kind="fail").data["reason"] == trade.reason  # in the timeline
+        assert w3.eth.get_transaction_count(scoped_wallet.address) == 2  # both nonces consumed
