@@ -37,16 +37,21 @@ def browser():
 
 def test_staff_logs_in_and_sees_a_trades_timeline(browser, live_server, staff, pending_trade):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{live_server.url}/admin/login/")
     browser.find_element(By.NAME, "username").send_keys(staff.username)
     browser.find_element(By.NAME, "password").send_keys(STAFF_PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.title or "Django site admin" in browser.title
+    # A click returns before the next page has loaded: under a loaded machine (the full suite on
+    # two cores) the title and URL were read from the page before.
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: "/admin/login/" not in d.current_url and "Site administration" in d.title)
 
     browser.get(f"{live_server.url}/admin/trades/trade/")
     browser.find_element(By.LINK_TEXT, str(pending_trade.pk)).click()
-    assert f"/admin/trades/trade/{pending_trade.pk}/change/" in browser.current_url
+    wait.until(lambda d: f"/admin/trades/trade/{pending_trade.pk}/change/" in d.current_url)
+    wait.until(lambda d: d.find_elements(By.ID, "events-group"))
     page = browser.find_element(By.TAG_NAME, "body").text
     assert "TIMELINE" in page.upper()
     assert "submitted" in page
