@@ -49,7 +49,7 @@ class Response:
 class _Target:
     https: bool
     host: str
-    port: int | None
+    port: int
     path: str
     headers: dict[str, str]
 
@@ -76,12 +76,12 @@ class JsonPoster:
             conn.close()
             if not reused:
                 raise TransportError(f"{type(exc).__name__}: {exc}") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, UnicodeError) as exc:
             conn.close()
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         try:
             return self._exchange(conn, target, data, timeout)  # once more, on a fresh connection
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, UnicodeError) as exc:
             conn.close()
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
 
@@ -119,7 +119,11 @@ class JsonPoster:
         target = self._targets.get(url)
         if target is not None:
             return target
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:  # a port that is not a number
+            raise TransportError(f"not a valid URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TransportError(f"not an http(s) URL: {parts.scheme or '?'}://{parts.hostname or '?'}")
         headers = dict(_HEADERS)
@@ -127,6 +131,9 @@ class JsonPoster:
             secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(secret).decode()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        target = self._targets[url] = _Target(parts.scheme == "https", host, parts.port, path, headers)
+        https = parts.scheme == "https"
+        # The bare host (an IPv6 literal without its brackets: http.client adds them to the Host
+        # header) and an explicit port (it strips brackets only when it parses the port itself).
+        port = port or (443 if https else 80)
+        target = self._targets[url] = _Target(https, parts.hostname, port, path, headers)
         return target

@@ -31,7 +31,7 @@ from apps.chain.calldata import (
     SWAP_EXACT_TOKENS_FOR_TOKENS,
     encode_call,
 )
-from apps.chain.models import Chain, Dex
+from apps.chain.models import Dex
 from apps.chain.txcodec import payload_hash
 from apps.market.reference import reference_check
 from apps.ml.gate import advice_gate_check
@@ -396,13 +396,20 @@ def _judge_round(waiting: list[Trade]) -> None:
     cost) is no longer there for the later ones."""
     first = waiting[0]
     simulations = _simulations_of(waiting)
+    memo: dict[tuple, object] = {}
+    for trade in waiting:
+        # Before the chain is read: a swap not yet recorded mined at this look speaks for the
+        # allowance whatever the read says; one recorded mined before it was mined before the read,
+        # which then sees what it left. (Looked at after the read, a swap mined in between spoke
+        # for nothing while the read still showed its allowance.)
+        if not swap_value(trade):
+            _allowance_spoken_for(trade, memo)
     state = chainio.wallet_state(
         chain=first.chain,
         token=first.path[0],
         owner=first.wallet.address,
         spenders=[t.dex.router for t in waiting if not swap_value(t)],
     )
-    memo: dict[tuple, object] = {}
     for candidate in waiting:
         spent = None
         try:
@@ -755,8 +762,8 @@ def trade_broadcast(*, trade_id: int) -> Trade | None:
 
 def trade_broadcast_many(trade_ids: list[int], *, unsent_only: bool = False) -> None:
     """Broadcast for the CONFIRMING trades among `trade_ids`, wallet by wallet, by one broadcaster per
-    wallet at a time (_broadcast_wallet): every signed, never-sent transaction of the wallet goes out
-    in nonce order, and one confirm is enqueued for the trades it sent.
+    wallet at a time (_broadcast_wallet): every signed, never-sent transaction of the wallet goes out,
+    chain by chain in nonce order, and one confirm is enqueued for the trades it sent.
 
     `unsent_only` (the signer's answer, the hot path): a broadcaster already at work on the wallet
     sends this step's transactions too (it looks again before it stops), so the step returns at
@@ -765,43 +772,35 @@ def trade_broadcast_many(trade_ids: list[int], *, unsent_only: bool = False) -> 
     attempt a replacement replaces is not re-sent: the node would refuse it as underpriced, though
     it may still be the one mined), after waiting in line for the wallet's broadcaster lock; a
     nonce the node cannot take yet raises NonceNotYetValid for the task to come back."""
-    trades = list(
-        Trade.objects.select_related("chain").filter(pk__in=trade_ids, state=S.CONFIRMING).order_by("pk")
+    found = list(
+        Trade.objects.filter(pk__in=trade_ids, state=S.CONFIRMING)
+        .order_by("pk")
+        .values_list("pk", "wallet_id")
     )
-    if not trades:
-        return
-    again: dict[tuple[int, int], list[ChainTransaction]] = {}
-    if not unsent_only:
-        latest: dict[tuple[int, int], ChainTransaction] = {}
-        for tx in (
-            ChainTransaction.objects.filter(trade__in=trades, raw_signed__isnull=False)
-            .exclude(status__in=[ChainTransaction.Status.MINED, ChainTransaction.Status.REPLACED])
-            .order_by("trade_id", "sequence", "-attempt")
-        ):
-            latest.setdefault((tx.trade_id, tx.sequence), tx)
-        by_pk = {t.pk: t for t in trades}
-        for tx in latest.values():
-            tx.trade = by_pk[tx.trade_id]
-            again.setdefault((tx.trade.wallet_id, tx.trade.chain_id), []).append(tx)
-    sent_for: set[int] = set() if unsent_only else {t.pk for t in trades}
-    wallets = {(t.wallet_id, t.chain_id): t.chain for t in trades}
-    for (wallet_id, chain_id), chain in wallets.items():
-        sent_for |= _broadcast_wallet(wallet_id, chain, again=again.get((wallet_id, chain_id), []))
+    wallets: dict[int, list[int]] = {}
+    for trade_id, wallet_id in found:
+        wallets.setdefault(wallet_id, []).append(trade_id)
+    sent_for: set[int] = set() if unsent_only else {trade_id for trade_id, _wallet in found}
+    for wallet_id, own in wallets.items():
+        sent_for |= _broadcast_wallet(wallet_id, again=[] if unsent_only else own)
     if sent_for:
         enqueue_now(TASK_CONFIRM_BATCH, sorted(sent_for))
 
 
-def _broadcast_wallet(wallet_id: int, chain: Chain, *, again: list[ChainTransaction]) -> set[int]:
+def _broadcast_wallet(wallet_id: int, *, again: list[int]) -> set[int]:
     """The wallet's broadcaster: holding its PostgreSQL advisory lock, send the wallet's unsent
-    transactions (and `again`) lowest nonce first, and look for more until none is new; after
-    letting go, look once more and hold the lock again if one arrived meanwhile (its own step found
-    the lock held and left it to this one). Returns the ids of the trades sent for.
+    transactions on every chain (and the live ones of the trades in `again`, read once the lock is
+    held: a replacement signed while this waited in line is what goes out, not its original),
+    lowest nonce first per chain, and look for more until none is new; after letting go, look once
+    more and hold the lock again if one arrived meanwhile (its own step found the lock held and
+    left it to this one). Returns the ids of the trades sent for.
 
     One sender per wallet keeps the nonces in order on a node that refuses future ones (Hardhat
     automine): several workers sending at once had handed it gaps ("nonce too high"), and every
-    such step was retried whole. A nonce the node cannot take yet stops the hot path's run at the
-    gap (the lower trade's own step sends the rest, or catch-up has just persisted it: then it is
-    new and sent at once); with `again` (a task asking for a re-send) it raises NonceNotYetValid."""
+    such step was retried whole. A nonce the node cannot take yet stops the hot path's run on that
+    chain at the gap (the lower trade's own step sends the rest, or catch-up has just persisted it:
+    then it is new and sent at once); with `again` (a task asking for a re-send) it raises
+    NonceNotYetValid."""
     tried: set[int] = set()
     sent_for: set[int] = set()
     while True:
@@ -809,27 +808,36 @@ def _broadcast_wallet(wallet_id: int, chain: Chain, *, again: list[ChainTransact
             if not held:
                 return sent_for
             while True:
-                unsent = _unsent_of(wallet_id, chain.pk)
-                if not again and tried.issuperset(tx.pk for tx in unsent):
+                unsent = _unsent_of(wallet_id)
+                resend = list(_sendable(trade_id__in=again)) if again else []
+                if not resend and tried.issuperset(tx.pk for tx in unsent):
                     break
-                txs = {tx.pk: tx for tx in [*unsent, *again]}.values()
                 tried.update(tx.pk for tx in unsent)
-                sent_for |= _send_in_nonce_order(sorted(txs, key=lambda t: int(t.nonce)), strict=bool(again))
+                by_chain: dict[int, dict[int, ChainTransaction]] = {}
+                for tx in [*unsent, *resend]:
+                    by_chain.setdefault(tx.trade.chain_id, {})[tx.pk] = tx
+                for txs in by_chain.values():
+                    ordered = sorted(txs.values(), key=lambda t: (int(t.nonce), t.attempt))
+                    sent_for |= _send_in_nonce_order(ordered, strict=bool(again))
                 again = []
-        if tried.issuperset(_unsent_of(wallet_id, chain.pk, ids_only=True)):
+        if tried.issuperset(_unsent_of(wallet_id, ids_only=True)):
             return sent_for
 
 
-def _unsent_of(wallet_id: int, chain_pk: int, *, ids_only: bool = False) -> list:
-    """The wallet's signed, persisted, never-sent transactions of CONFIRMING trades, in nonce order;
-    of a transaction a signed replacement replaces, only the replacement."""
-    rows = (
+def _unsent_of(wallet_id: int, *, ids_only: bool = False) -> list:
+    """The wallet's sendable transactions never sent, on every chain."""
+    rows = _sendable(trade__wallet_id=wallet_id, broadcast_at__isnull=True)
+    return list(rows.values_list("pk", flat=True)) if ids_only else list(rows)
+
+
+def _sendable(**filters):
+    """Signed transactions of CONFIRMING trades not yet mined or replaced (of a transaction a signed
+    replacement replaces, only the replacement), narrowed by `filters`."""
+    return (
         ChainTransaction.objects.filter(
-            trade__wallet_id=wallet_id,
-            trade__chain_id=chain_pk,
             trade__state=S.CONFIRMING,
-            status=ChainTransaction.Status.SIGNED,
-            broadcast_at__isnull=True,
+            status__in=[ChainTransaction.Status.SIGNED, ChainTransaction.Status.BROADCAST],
+            **filters,
         )
         .exclude(
             Exists(
@@ -841,16 +849,15 @@ def _unsent_of(wallet_id: int, chain_pk: int, *, ids_only: bool = False) -> list
                 )
             )
         )
+        .select_related("trade__chain")
         .order_by("nonce", "attempt")
     )
-    if ids_only:
-        return list(rows.values_list("pk", flat=True))
-    return list(rows.select_related("trade__chain"))
 
 
 def _send_in_nonce_order(txs: list[ChainTransaction], *, strict: bool) -> set[int]:
-    """Send `txs` (one wallet's, nonce order); record the sends, also when a later one fails. A nonce
-    the node cannot take yet ends the run (raised when `strict`). Returns the trades sent for."""
+    """Send `txs` (one wallet's on one chain, nonce order); record the sends, also when a later one
+    fails. A nonce the node cannot take yet ends the run (raised when `strict`). Returns the trades
+    sent for."""
     head = chainio.block_number(txs[0].trade.chain)
     sent: dict[ChainTransaction, datetime] = {}  # each with the moment the node took it
     try:
@@ -1130,23 +1137,29 @@ def _look_and_record(trade: Trade, view: _ChainView, live: list[ChainTransaction
     )
     for item in found:
         if item.receipt.status != 1:
-            _end(trade.pk, "fail", _reverted_on_chain(trade, item.tx, item.receipt), expect={S.CONFIRMING})
+            shared = any(m.receipt.block_number == item.receipt.block_number for m in found if m is not item)
+            why = _reverted_on_chain(trade, item.tx, item.receipt, replay=not shared)
+            _end(trade.pk, "fail", why, expect={S.CONFIRMING})
             return None
     return _Looked(trade=trade, found=found, stuck=stuck, complete=complete, head=view.head)
 
 
-def _reverted_on_chain(trade: Trade, tx: ChainTransaction, receipt: chainio.Receipt) -> str:
+def _reverted_on_chain(trade: Trade, tx: ChainTransaction, receipt: chainio.Receipt, *, replay: bool) -> str:
     """The FAILED reason of a receipt with status 0: the revert reason its replay gives, or that it
-    used all its gas."""
-    why = chainio.replayed_revert_reason(
-        trade.chain,
-        sender=tx.sender,
-        to=tx.to,
-        data=tx.data,
-        value=int(tx.value),
-        gas=int(tx.gas),
-        block_number=receipt.block_number,
-    )
+    used all its gas. Not replayed (`replay` false) when another transaction of the trade is in the
+    same block: the parent's state lacks it (the trade's own approve) and the replay would blame
+    the allowance."""
+    why = ""
+    if replay:
+        why = chainio.replayed_revert_reason(
+            trade.chain,
+            sender=tx.sender,
+            to=tx.to,
+            data=tx.data,
+            value=int(tx.value),
+            gas=int(tx.gas),
+            block_number=receipt.block_number,
+        )
     if not why and receipt.gas_used >= int(tx.gas):
         why = f"out of gas (used all {int(tx.gas)})"
     where = f"transaction {tx.tx_hash} ({tx.kind}) reverted on chain in block {receipt.block_number}"

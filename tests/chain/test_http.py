@@ -19,7 +19,7 @@ class Server:
     requests. `close_after_answer`: drop the connection after answering while advertising keep-alive
     (what an idle timeout on the server side looks like to the client's next request)."""
 
-    def __init__(self):
+    def __init__(self, family: int = socket.AF_INET, host: str = "127.0.0.1"):
         self.connections = 0
         self.requests: list[dict] = []
         self.close_after_answer = False
@@ -50,7 +50,8 @@ class Server:
                 if server.close_after_answer:
                     self.close_connection = True
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family})
+        self._server = server_class((host, 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.port = self._server.server_address[1]
@@ -114,3 +115,17 @@ def test_an_answer_slower_than_the_timeout_is_a_transport_error(server):
 def test_a_url_that_is_not_http_is_refused_by_name():
     with pytest.raises(TransportError, match="not an http"):
         JsonPoster().post("ws://127.0.0.1:1/", {}, timeout=1)
+
+
+def test_an_ipv6_literal_endpoint_with_a_port_is_reached():
+    server = Server(socket.AF_INET6, "::1")
+    try:
+        answer = JsonPoster().post(f"http://[::1]:{server.port}/rpc", {"v6": True}, timeout=5)
+        assert answer.json()["echo"] == {"v6": True}
+    finally:
+        server.close()
+
+
+def test_a_port_that_is_not_a_number_is_refused_as_a_transport_error():
+    with pytest.raises(TransportError, match="not a valid URL"):
+        JsonPoster().post("http://127.0.0.1:eighty/", {}, timeout=1)

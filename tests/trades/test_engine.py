@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -338,6 +340,43 @@ def test_a_stuck_transaction_is_replaced_with_bumped_fees_and_settles(
     assert set(trade.transactions.filter(attempt=1).values_list("status", flat=True)) == {"replaced"}
     assert set(trade.transactions.filter(attempt=2).values_list("status", flat=True)) == {"mined"}
     assert trade.events.filter(kind="reconfirm").exists()
+
+
+def test_a_resend_waiting_for_the_broadcaster_sends_the_replacement_signed_meanwhile_not_its_original(
+    scoped_wallet, deployed_devchain, settings, monkeypatch
+):
+    """A re-send (the broadcast task) waits in line for the wallet's broadcaster; a replacement is
+    signed and persisted while it waits. What it sends is read once it holds the lock: the
+    replacement, never the original it replaces (a node holding the replacement refuses the
+    original as underpriced, and another endpoint could still mine it)."""
+    from project.db import LOCK_WALLET_BROADCAST
+    from tests.signing.test_batch import _other_connection
+
+    settings.REPLACE_AFTER_BLOCKS = 3
+    with _StuckChain(deployed_devchain) as chain:
+        trade = _submit(scoped_wallet, key="resend-wait")
+        rmtm.trade_simulate(trade_id=trade.pk)
+        rmtm.trade_validate(trade_id=trade.pk)
+        chain.base_fee = int(trade.transactions.get(kind="swap").max_fee_per_gas) + 1
+        _sign_and_send(trade, 1)
+        chain.mine(3)
+        rmtm.trade_confirm(trade_id=trade.pk)  # attempt 2 frozen
+        assert signer.trade_sign(trade_id=trade.pk, attempt=2).signed
+        real_send, sent = rmtm._send, []
+        monkeypatch.setattr(rmtm, "_send", lambda tx: sent.append(tx.attempt) or real_send(tx))
+        with _other_connection() as other:
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_WALLET_BROADCAST, scoped_wallet.pk])
+            waiting = threading.Thread(target=lambda: rmtm.trade_broadcast(trade_id=trade.pk))
+            waiting.start()
+            time.sleep(0.5)  # in line for the lock
+            assert waiting.is_alive()
+            _persisted_attempt(trade, 2)  # the replacement's answer, committed meanwhile
+        waiting.join(30)
+        assert sent == [2, 2]
+        chain.base_fee = None
+        chain.mine(4)
+        rmtm.trade_confirm(trade_id=trade.pk)
+    assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
 
 
 def test_a_passed_deadline_while_unmined_produces_a_cancel(scoped_wallet, deployed_devchain):
@@ -818,9 +857,13 @@ def _sent_nonces(wallet) -> list[int]:
 def _persisted(trade: Trade) -> None:
     """The trade's signer answer committed by another worker's step (which then found the wallet's
     broadcaster busy and left its sending to it)."""
+    _persisted_attempt(trade, 1)
+
+
+def _persisted_attempt(trade: Trade, number: int) -> None:
     for attempt in serializable_attempts(label="test"):
         with attempt:
-            rmtm._after_signing(trade.pk, 1)
+            rmtm._after_signing(trade.pk, number)
 
 
 def test_an_answer_above_an_unsigned_nonce_waits_without_a_retry_then_both_go_in_order(
@@ -880,8 +923,8 @@ def test_the_broadcaster_looks_again_after_letting_go_for_an_answer_that_arrived
     assert signer.trade_sign(trade_id=late.pk, attempt=1).signed
     real, looks = rmtm._unsent_of, []
 
-    def unsent_then_arrival(wallet_id, chain_pk, *, ids_only=False):
-        rows = real(wallet_id, chain_pk, ids_only=ids_only)
+    def unsent_then_arrival(wallet_id, *, ids_only=False):
+        rows = real(wallet_id, ids_only=ids_only)
         looks.append((ids_only, len(rows)))
         if len(looks) == 2:  # the holder's look that found nothing new, just before it lets go
             _persisted(late)
