@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import certifi
+
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "custos"}
 # What a kept-alive connection the server closed in the meantime raises when it is reused.
 _STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError, ConnectionResetError)
@@ -111,7 +113,9 @@ class JsonPoster:
     def _connect(self, target: _Target, timeout: float):
         if target.https:
             if self._tls is None:
-                self._tls = ssl.create_default_context()
+                # The CA bundle httpx used (certifi), so an image without system CA certificates
+                # verifies endpoints as before.
+                self._tls = ssl.create_default_context(cafile=certifi.where())
             return http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=self._tls)
         return http.client.HTTPConnection(target.host, target.port, timeout=timeout)
 

@@ -4,7 +4,10 @@ a kept-alive connection the server dropped, credentials in the URL, timeouts."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,3 +132,40 @@ def test_an_ipv6_literal_endpoint_with_a_port_is_reached():
 def test_a_port_that_is_not_a_number_is_refused_as_a_transport_error():
     with pytest.raises(TransportError, match="not a valid URL"):
         JsonPoster().post("http://127.0.0.1:eighty/", {}, timeout=1)
+
+
+def test_an_https_endpoint_whose_certificate_does_not_verify_is_refused(tmp_path):
+    """TLS is verified (against certifi's bundle): a self-signed endpoint is a transport error, not
+    an answer."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl binary to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: S603
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    server = Server()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server._server.socket = context.wrap_socket(server._server.socket, server_side=True)
+    try:
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            JsonPoster().post(f"https://127.0.0.1:{server.port}/rpc", {}, timeout=5)
+    finally:
+        server.close()
