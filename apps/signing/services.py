@@ -522,9 +522,17 @@ def _judge(*, trade: Trade, txs: list[ChainTransaction], now, state: _BatchState
     """Every transaction of the request passes, or the request is refused: nothing is signed until
     all of them have been judged."""
     # A first attempt is signed in SIGNING; a replacement (gas bump, cancel) of a broadcast
-    # transaction while the trade is CONFIRMING.
+    # transaction while the trade is CONFIRMING; cancels that fill the nonces of a first attempt
+    # this signer refused (never signed, so never sent) while the trade is still in SIGNING.
     replacing = any(tx.replaces_id is not None for tx in txs)
-    expected = TradeState.CONFIRMING if replacing else TradeState.SIGNING
+    filling = replacing and all(
+        tx.kind == ChainTransaction.Kind.CANCEL
+        and tx.replaces is not None
+        and not tx.replaces.raw_signed
+        and not SigningRecord.objects.filter(chain_transaction_id=tx.replaces_id).exists()
+        for tx in txs
+    )
+    expected = TradeState.CONFIRMING if replacing and not filling else TradeState.SIGNING
     planned = []
     for tx in txs:
         decision = scope_check(trade=trade, tx=tx, now=now, expected_state=expected, state=state)

@@ -39,7 +39,7 @@ from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades import chainio
 from apps.trades.audit import AuditEntry, audit_append, audit_append_many, chain_events
 from apps.trades.models import ChainTransaction, Trade, TradeEvent, TradeState
-from apps.wallets.models import Wallet
+from apps.wallets.models import NonceCursor, Wallet
 from apps.wallets.scope import ScopeState, scope_check
 from apps.wallets.services import nonce_allocate, nonce_release
 from project import locks
@@ -726,6 +726,8 @@ def _after_signing(trade_id: int, attempt: int, answer: tuple | None = None) -> 
     refusal = SigningRefusal.objects.filter(trade=trade, attempt=attempt).order_by("-id").first()
     if refusal is None:
         return trade, False  # the signer has not answered yet
+    if trade.state == S.SIGNING and attempt == 1 and _fill_with_cancels(trade, refusal):
+        return trade, False
     if trade.state == S.SIGNING:
         _transition(
             trade,
@@ -741,6 +743,53 @@ def _after_signing(trade_id: int, attempt: int, answer: tuple | None = None) -> 
             data={"attempt": attempt, "code": refusal.code, "detail": refusal.detail},
         )
     return trade, False
+
+
+def _fill_with_cancels(trade: Trade, refusal: SigningRefusal) -> bool:
+    """Inside the caller's transaction, for a first attempt the signer refused: when the trade's
+    nonces lie below others already allocated (handing them back would leave a gap that holds every
+    later transaction of the wallet until some next trade takes them), freeze a zero-value
+    self-transfer at each of them instead (attempt 2, each replacing the refused, never-signed
+    transaction) and ask the signer for those; the trade then ends CANCELLED once they are mined.
+    At the cursor's top nothing is filled (False): the nonces are handed back and the cursor
+    rewinds."""
+    if trade.transactions.filter(attempt__gt=1).exists():
+        return True  # filled already (a redelivered answer)
+    refused = list(trade.transactions.filter(attempt=1).order_by("sequence"))
+    if not refused or any(tx.raw_signed for tx in refused):
+        return False
+    top = max(int(tx.nonce) for tx in refused)
+    cursor = NonceCursor.objects.filter(wallet_id=trade.wallet_id, chain_id=trade.chain_id).first()
+    if cursor is None or int(cursor.next_nonce) <= top + 1:
+        return False
+    planned = []
+    for old in refused:
+        tx = ChainTransaction(
+            trade=trade,
+            sequence=old.sequence,
+            attempt=2,
+            replaces=old,
+            kind=ChainTransaction.Kind.CANCEL,
+            chain_id=old.chain_id,
+            sender=old.sender,
+            nonce=old.nonce,
+            to=old.sender,
+            value=0,
+            data="0x",
+            gas=21_000,
+            max_fee_per_gas=old.max_fee_per_gas,
+            max_priority_fee_per_gas=old.max_priority_fee_per_gas,
+        )
+        tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
+        tx.save()
+        planned.append(int(tx.nonce))
+    audit_append(
+        trade=trade,
+        kind="signer_refused_nonces_filled",
+        data={"code": refusal.code, "detail": refusal.detail, "attempt": 2, "nonces": planned},
+    )
+    enqueue_on_commit(TASK_SIGN, trade.pk, 2)
+    return True
 
 
 # --- broadcast -----------------------------------------------------------------------------------
@@ -1198,6 +1247,12 @@ def _settle_or_replace(looked: _Looked, view: _ChainView) -> Trade | None:
                 return trade  # the watcher cleared a receipt meanwhile (a reorg): look again
             if cancelled:
                 reason = "deadline passed while unmined: cancelled by a zero-value self-transfer"
+                filled = trade.events.filter(kind="signer_refused_nonces_filled").order_by("-id").first()
+                if filled is not None:
+                    reason = (
+                        f"signer refused: {filled.data['code']}: {filled.data['detail']}; its nonces "
+                        f"{filled.data['nonces']} were filled by zero-value self-transfers"
+                    )[:4000]
                 _transition(trade, "cancel", data={"head": head, "reason": reason}, fields={"reason": reason})
             else:
                 _transition(trade, "settle", data={"head": head})

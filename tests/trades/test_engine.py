@@ -17,6 +17,7 @@ from web3 import Web3
 from apps.chain import devchain
 from apps.chain.models import Chain, Dex, Token
 from apps.chain.pool import pool_for
+from apps.chain.txcodec import payload_hash
 from apps.signing import services as signer
 from apps.signing.models import SigningRecord
 from apps.trades import real_money_transaction_manager as rmtm
@@ -511,40 +512,78 @@ def test_a_replacement_frozen_after_its_original_was_mined_is_retired(
     assert trade.events.filter(kind="mined").count() == 2  # one per transaction, not per pass
 
 
-def test_nonces_of_a_refused_trade_below_others_are_reused_so_no_gap_jams_the_wallet(
+def test_nonces_of_a_trade_the_signer_refused_below_others_are_filled_so_no_gap_jams_the_wallet(
     scoped_wallet, deployed_devchain
 ):
-    def to_signing(key: str) -> Trade:
-        return _to_signing(scoped_wallet, key)
+    """The signer refuses a trade whose nonces lie below another's: handing them back would hold the
+    later trade until some next trade takes them. They are filled by zero-value self-transfers
+    (signed as cancels of the never-signed transactions), the later trade goes out behind them, and
+    the refused trade ends CANCELLED with the refusal as its reason."""
+    Chain.objects.update(confirmations_required=1)
 
-    def nonces(trade: Trade) -> list[int]:
-        return sorted(int(n) for n in trade.transactions.values_list("nonce", flat=True))
+    def nonces(trade: Trade, attempt: int) -> list[int]:
+        return sorted(
+            int(n) for n in trade.transactions.filter(attempt=attempt).values_list("nonce", flat=True)
+        )
 
-    refused, above = to_signing("gap-refused"), to_signing("gap-above")
-    assert (nonces(refused), nonces(above)) == ([0, 1], [2, 3])
+    refused, above = _to_signing(scoped_wallet, "gap-refused"), _to_signing(scoped_wallet, "gap-above")
+    assert (nonces(refused, 1), nonces(above, 1)) == ([0, 1], [2, 3])
     refused.transactions.filter(kind="swap").update(data="0xdeadbeef")  # tampered: the signer refuses
     assert not signer.trade_sign(trade_id=refused.pk, attempt=1).signed
     rmtm.trade_after_signing(trade_id=refused.pk, attempt=1)
-    assert Trade.objects.get(pk=refused.pk).state == "REJECTED"
+    rmtm.trade_after_signing(trade_id=refused.pk, attempt=1)  # redelivered: fills nothing twice
+    assert Trade.objects.get(pk=refused.pk).state == "SIGNING"
+    fillers = list(refused.transactions.filter(attempt=2).order_by("nonce"))
+    assert [(tx.kind, int(tx.nonce), int(tx.value), tx.data, tx.to) for tx in fillers] == [
+        ("cancel", 0, 0, "0x", scoped_wallet.address),
+        ("cancel", 1, 0, "0x", scoped_wallet.address),
+    ]
     cursor = NonceCursor.objects.get(wallet=scoped_wallet)
-    assert (cursor.next_nonce, cursor.released) == (4, [0, 1])  # not the top: pooled, not rewound
+    assert (cursor.next_nonce, cursor.released) == (4, [])  # kept, not handed back
 
+    assert signer.trade_sign(trade_id=refused.pk, attempt=2).signed
+    rmtm.trade_after_signing_batch([(refused.pk, 2)])
     assert signer.trade_sign(trade_id=above.pk, attempt=1).signed
-    rmtm.trade_after_signing(trade_id=above.pk, attempt=1)
-    with pytest.raises(rmtm.chainio.NonceNotYetValid):  # nonces 0 and 1 never come: jammed
-        rmtm.trade_broadcast(trade_id=above.pk)
-
-    filler = _run_to_confirming(to_signing("gap-filler"))
-    assert nonces(filler) == [0, 1]
-    assert NonceCursor.objects.get(wallet=scoped_wallet).released == []
-    rmtm.trade_broadcast(trade_id=above.pk)
-    _mine(deployed_devchain, 3)
-    for trade in (filler, above):
-        rmtm.trade_confirm(trade_id=trade.pk)
-        assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
+    rmtm.trade_after_signing_batch([(above.pk, 1)])
     w3 = Web3(Web3.HTTPProvider(deployed_devchain))
     assert w3.eth.get_transaction_count(scoped_wallet.address) == 4
-    assert refused.events.filter(kind="nonces_released", data__how="pooled").exists()
+    rmtm.trade_confirm_many([refused.pk, above.pk])
+    refused.refresh_from_db()
+    assert refused.state == "CANCELLED"
+    assert refused.reason.startswith("signer refused: calldata_unrecognised")
+    assert "filled by zero-value self-transfers" in refused.reason
+    assert Trade.objects.get(pk=above.pk).state == "SETTLED"
+    assert not SigningRecord.objects.filter(trade=refused, attempt=1).exists()  # the swap never signed
+
+
+def test_a_cancel_of_a_transaction_already_signed_is_not_signed_while_the_trade_is_in_signing(scoped_wallet):
+    """Only a never-signed transaction's nonce is filled in SIGNING: a cancel replacing a signed one
+    is a replacement like any other, judged only once the trade is CONFIRMING."""
+    trade = _to_signing(scoped_wallet, "fill-signed")
+    assert signer.trade_sign(trade_id=trade.pk, attempt=1).signed
+    original = trade.transactions.get(attempt=1, kind="swap")
+    cancel = ChainTransaction(
+        trade=trade,
+        sequence=original.sequence,
+        attempt=2,
+        replaces=original,
+        kind=ChainTransaction.Kind.CANCEL,
+        chain_id=original.chain_id,
+        sender=original.sender,
+        nonce=original.nonce,
+        to=original.sender,
+        value=0,
+        data="0x",
+        gas=21_000,
+        max_fee_per_gas=original.max_fee_per_gas,
+        max_priority_fee_per_gas=original.max_priority_fee_per_gas,
+    )
+    cancel.unsigned_hash = payload_hash(cancel.as_unsigned_dict())
+    cancel.save()
+    outcome = signer.trade_sign(trade_id=trade.pk, attempt=2)
+    assert not outcome.signed
+    assert outcome.refusal.startswith("trade_not_in_state")
+    assert "not CONFIRMING" in outcome.refusal
 
 
 def test_a_later_broadcast_catches_up_a_signed_trade_whose_signer_message_was_lost(
