@@ -745,6 +745,29 @@ def _after_signing(trade_id: int, attempt: int, answer: tuple | None = None) -> 
     return trade, False
 
 
+def cancel_of(old: ChainTransaction, *, attempt: int) -> ChainTransaction:
+    """A zero-value self-transfer at `old`'s nonce replacing it, at its fees (unsaved, its payload
+    hash set)."""
+    tx = ChainTransaction(
+        trade=old.trade,
+        sequence=old.sequence,
+        attempt=attempt,
+        replaces=old,
+        kind=ChainTransaction.Kind.CANCEL,
+        chain_id=old.chain_id,
+        sender=old.sender,
+        nonce=old.nonce,
+        to=old.sender,
+        value=0,
+        data="0x",
+        gas=21_000,
+        max_fee_per_gas=old.max_fee_per_gas,
+        max_priority_fee_per_gas=old.max_priority_fee_per_gas,
+    )
+    tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
+    return tx
+
+
 def _fill_with_cancels(trade: Trade, refusal: SigningRefusal) -> bool:
     """Inside the caller's transaction, for a first attempt the signer refused: when the trade's
     nonces lie below others already allocated (handing them back would leave a gap that holds every
@@ -764,23 +787,7 @@ def _fill_with_cancels(trade: Trade, refusal: SigningRefusal) -> bool:
         return False
     planned = []
     for old in refused:
-        tx = ChainTransaction(
-            trade=trade,
-            sequence=old.sequence,
-            attempt=2,
-            replaces=old,
-            kind=ChainTransaction.Kind.CANCEL,
-            chain_id=old.chain_id,
-            sender=old.sender,
-            nonce=old.nonce,
-            to=old.sender,
-            value=0,
-            data="0x",
-            gas=21_000,
-            max_fee_per_gas=old.max_fee_per_gas,
-            max_priority_fee_per_gas=old.max_priority_fee_per_gas,
-        )
-        tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
+        tx = cancel_of(old, attempt=2)
         tx.save()
         planned.append(int(tx.nonce))
     audit_append(

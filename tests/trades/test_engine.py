@@ -164,8 +164,6 @@ def test_a_trade_never_settles_on_its_approval_alone(scoped_wallet, deployed_dev
 def test_frozen_transactions_rebuild_byte_for_byte(scoped_wallet):
     trade = _run_to_confirming(_submit(scoped_wallet, key="determinism"))
     for tx in trade.transactions.all():
-        from apps.chain.txcodec import payload_hash
-
         expected = (
             rmtm.swap_calldata(trade, int(trade.amount_out_min))
             if tx.kind == "swap"
@@ -562,23 +560,7 @@ def test_a_cancel_of_a_transaction_already_signed_is_not_signed_while_the_trade_
     trade = _to_signing(scoped_wallet, "fill-signed")
     assert signer.trade_sign(trade_id=trade.pk, attempt=1).signed
     original = trade.transactions.get(attempt=1, kind="swap")
-    cancel = ChainTransaction(
-        trade=trade,
-        sequence=original.sequence,
-        attempt=2,
-        replaces=original,
-        kind=ChainTransaction.Kind.CANCEL,
-        chain_id=original.chain_id,
-        sender=original.sender,
-        nonce=original.nonce,
-        to=original.sender,
-        value=0,
-        data="0x",
-        gas=21_000,
-        max_fee_per_gas=original.max_fee_per_gas,
-        max_priority_fee_per_gas=original.max_priority_fee_per_gas,
-    )
-    cancel.unsigned_hash = payload_hash(cancel.as_unsigned_dict())
+    cancel = rmtm.cancel_of(original, attempt=2)
     cancel.save()
     outcome = signer.trade_sign(trade_id=trade.pk, attempt=2)
     assert not outcome.signed
