@@ -524,10 +524,15 @@ def _judge(*, trade: Trade, txs: list[ChainTransaction], now, state: _BatchState
     # A first attempt is signed in SIGNING; a replacement (gas bump, cancel) of a broadcast
     # transaction while the trade is CONFIRMING; cancels that fill the nonces of a first attempt
     # this signer refused (never signed, so never sent) while the trade is still in SIGNING.
+    if any(tx.status == ChainTransaction.Status.REPLACED for tx in txs):
+        # Superseded (a refused first attempt whose nonces were filled by cancels): signing it now
+        # would put a second payload in line for the same nonce.
+        raise Refused("superseded", "a later attempt replaces this transaction")
     replacing = any(tx.replaces_id is not None for tx in txs)
     filling = replacing and all(
         tx.kind == ChainTransaction.Kind.CANCEL
         and tx.replaces is not None
+        and int(tx.replaces.nonce) == int(tx.nonce)
         and not tx.replaces.raw_signed
         and not SigningRecord.objects.filter(chain_transaction_id=tx.replaces_id).exists()
         for tx in txs

@@ -774,22 +774,27 @@ def _fill_with_cancels(trade: Trade, refusal: SigningRefusal) -> bool:
     later transaction of the wallet until some next trade takes them), freeze a zero-value
     self-transfer at each of them instead (attempt 2, each replacing the refused, never-signed
     transaction) and ask the signer for those; the trade then ends CANCELLED once they are mined.
-    At the cursor's top nothing is filled (False): the nonces are handed back and the cursor
-    rewinds."""
+    When handing them back would rewind the cursor over all of them (nothing allocated above them
+    but other handed-back nonces), nothing is filled (False). The refused transactions are marked
+    REPLACED: the cancels are the trade's live transactions (a stuck one is bumped like any other),
+    and the signer refuses to sign a replaced one (a redelivered request for the refused attempt)."""
     if trade.transactions.filter(attempt__gt=1).exists():
         return True  # filled already (a redelivered answer)
     refused = list(trade.transactions.filter(attempt=1).order_by("sequence"))
     if not refused or any(tx.raw_signed for tx in refused):
         return False
-    top = max(int(tx.nonce) for tx in refused)
+    nonces = {int(tx.nonce) for tx in refused}
     cursor = NonceCursor.objects.filter(wallet_id=trade.wallet_id, chain_id=trade.chain_id).first()
-    if cursor is None or int(cursor.next_nonce) <= top + 1:
+    if cursor is None or set(range(min(nonces), int(cursor.next_nonce))) <= nonces | set(cursor.released):
         return False
     planned = []
     for old in refused:
         tx = cancel_of(old, attempt=2)
         tx.save()
         planned.append(int(tx.nonce))
+    ChainTransaction.objects.filter(pk__in=[tx.pk for tx in refused]).update(
+        status=ChainTransaction.Status.REPLACED
+    )
     audit_append(
         trade=trade,
         kind="signer_refused_nonces_filled",

@@ -554,6 +554,36 @@ def test_nonces_of_a_trade_the_signer_refused_below_others_are_filled_so_no_gap_
     assert not SigningRecord.objects.filter(trade=refused, attempt=1).exists()  # the swap never signed
 
 
+def test_filling_cancels_that_sit_unmined_are_bumped_and_the_refused_attempt_is_never_signed(
+    scoped_wallet, deployed_devchain, settings
+):
+    """The filling cancels pay the refused attempt's fees; when the base fee has risen above them
+    they are stuck like any transaction and get a bumped replacement. And a redelivered request for
+    the refused attempt is refused as superseded: nothing else is ever put in line for its nonces."""
+    settings.REPLACE_AFTER_BLOCKS = 3
+    refused, _above = _to_signing(scoped_wallet, "stuck-fill"), _to_signing(scoped_wallet, "stuck-above")
+    refused.transactions.filter(kind="swap").update(data="0xdeadbeef")
+    assert not signer.trade_sign(trade_id=refused.pk, attempt=1).signed
+    rmtm.trade_after_signing(trade_id=refused.pk, attempt=1)
+    with _StuckChain(deployed_devchain) as chain:
+        chain.base_fee = int(refused.transactions.get(attempt=2, sequence=0).max_fee_per_gas) + 1
+        _sign_and_send(refused, 2)
+        chain.mine(3)
+        rmtm.trade_confirm(trade_id=refused.pk)
+        bumped = list(refused.transactions.filter(attempt=3).order_by("sequence"))
+        assert [tx.kind for tx in bumped] == ["cancel", "cancel"]
+        for tx in bumped:
+            assert int(tx.max_fee_per_gas) * 1000 >= int(tx.replaces.max_fee_per_gas) * 1125
+        _sign_and_send(refused, 3)
+        chain.base_fee = None
+        chain.mine(4)
+        rmtm.trade_confirm(trade_id=refused.pk)
+    assert Trade.objects.get(pk=refused.pk).state == "CANCELLED"
+    again = signer.trade_sign(trade_id=refused.pk, attempt=1)
+    assert not again.signed
+    assert again.refusal.startswith("superseded")
+
+
 def test_a_cancel_of_a_transaction_already_signed_is_not_signed_while_the_trade_is_in_signing(scoped_wallet):
     """Only a never-signed transaction's nonce is filled in SIGNING: a cancel replacing a signed one
     is a replacement like any other, judged only once the trade is CONFIRMING."""
