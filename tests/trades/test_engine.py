@@ -803,6 +803,29 @@ def test_an_allowance_the_simulation_saw_but_gone_by_validation_gets_an_approve(
     assert Trade.objects.get(pk=trade.pk).state == "SETTLED"
 
 
+def test_a_round_looks_for_swaps_speaking_for_the_allowance_before_it_reads_the_chain(
+    scoped_wallet, monkeypatch
+):
+    """The order matters: looked up after the chain read, a swap recorded mined in between spoke for
+    nothing while the read still showed the allowance it had just spent."""
+    order = []
+    real_spoken, real_state = rmtm._allowance_spoken_for, rmtm.chainio.wallet_state
+
+    def spoken(trade, memo):
+        order.append("spoken_for")
+        return real_spoken(trade, memo)
+
+    def state(**kwargs):
+        order.append("chain")
+        return real_state(**kwargs)
+
+    monkeypatch.setattr(rmtm, "_allowance_spoken_for", spoken)
+    monkeypatch.setattr(rmtm.chainio, "wallet_state", state)
+    (trade,) = _simulated(scoped_wallet, ["order"])
+    rmtm.trade_validate(trade_id=trade.pk)
+    assert order[:2] == ["spoken_for", "chain"]
+
+
 def test_the_tick_leaves_trades_a_confirm_batch_just_looked_at_for_the_next_tick(scoped_wallet, settings):
     Chain.objects.update(confirmations_required=5)  # mined, not yet deep enough: still CONFIRMING
     trades = _simulated(scoped_wallet, ["looked-a", "looked-b"])
