@@ -679,22 +679,20 @@ def _answers_of(requests: list[tuple[int, int]]) -> dict[tuple[int, int], tuple]
     trades = _trades().in_bulk([trade_id for trade_id, _attempt in requests])
     # One IN list and the attempts picked here: an OR of (trade, attempt) pairs cost more to build
     # and compile in the ORM than the query took to run.
-    wanted = set(requests)
-    txs = [
-        tx
-        for tx in ChainTransaction.objects.filter(trade_id__in=list(trades)).order_by("trade_id", "sequence")
-        if (tx.trade_id, tx.attempt) in wanted
-    ]
+    own: dict[tuple[int, int], list[ChainTransaction]] = {request: [] for request in requests}
+    for tx in ChainTransaction.objects.filter(trade_id__in=list(trades)).order_by("trade_id", "sequence"):
+        if (tx.trade_id, tx.attempt) in own:
+            own[(tx.trade_id, tx.attempt)].append(tx)
+    txs = [tx for group in own.values() for tx in group]
     records = {r.chain_transaction_id: r for r in SigningRecord.objects.filter(chain_transaction__in=txs)}
-    answers = {}
-    for trade_id, attempt in requests:
-        own = [tx for tx in txs if (tx.trade_id, tx.attempt) == (trade_id, attempt)]
-        answers[(trade_id, attempt)] = (
+    return {
+        (trade_id, attempt): (
             trades.get(trade_id),
-            own,
-            {tx.pk: records[tx.pk] for tx in own if tx.pk in records},
+            group,
+            {tx.pk: records[tx.pk] for tx in group if tx.pk in records},
         )
-    return answers
+        for (trade_id, attempt), group in own.items()
+    }
 
 
 def _after_signing(trade_id: int, attempt: int, answer: tuple | None = None) -> tuple[Trade | None, bool]:
@@ -745,24 +743,26 @@ def _after_signing(trade_id: int, attempt: int, answer: tuple | None = None) -> 
     return trade, False
 
 
-def cancel_of(old: ChainTransaction, *, attempt: int) -> ChainTransaction:
-    """A zero-value self-transfer at `old`'s nonce replacing it, at its fees (unsaved, its payload
-    hash set)."""
+def replacement_of(
+    old: ChainTransaction, *, attempt: int, cancel: bool, fee: int | None = None, tip: int | None = None
+) -> ChainTransaction:
+    """The next attempt at `old`'s nonce, replacing it: the same call, or (`cancel`) a zero-value
+    self-transfer; at `fee`/`tip`, by default `old`'s (unsaved, its payload hash set)."""
     tx = ChainTransaction(
         trade=old.trade,
         sequence=old.sequence,
         attempt=attempt,
         replaces=old,
-        kind=ChainTransaction.Kind.CANCEL,
+        kind=ChainTransaction.Kind.CANCEL if cancel else old.kind,
         chain_id=old.chain_id,
         sender=old.sender,
         nonce=old.nonce,
-        to=old.sender,
-        value=0,
-        data="0x",
-        gas=21_000,
-        max_fee_per_gas=old.max_fee_per_gas,
-        max_priority_fee_per_gas=old.max_priority_fee_per_gas,
+        to=old.sender if cancel else old.to,
+        value=0 if cancel else old.value,
+        data="0x" if cancel else old.data,
+        gas=21_000 if cancel else old.gas,
+        max_fee_per_gas=old.max_fee_per_gas if fee is None else fee,
+        max_priority_fee_per_gas=old.max_priority_fee_per_gas if tip is None else tip,
     )
     tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
     return tx
@@ -789,7 +789,7 @@ def _fill_with_cancels(trade: Trade, refusal: SigningRefusal) -> bool:
         return False
     planned = []
     for old in refused:
-        tx = cancel_of(old, attempt=2)
+        tx = replacement_of(old, attempt=2, cancel=True)
         tx.save()
         planned.append(int(tx.nonce))
     ChainTransaction.objects.filter(pk__in=[tx.pk for tx in refused]).update(
@@ -1366,24 +1366,7 @@ def _replace_stuck(trade: Trade, stuck: list[ChainTransaction], head: int) -> No
                         data={"tx": old.tx_hash, "fee_cap": caps[0], "tip_cap": caps[1]},
                     )
                     continue
-                cancel = deadline_passed
-                tx = ChainTransaction(
-                    trade=fresh,
-                    sequence=old.sequence,
-                    attempt=attempt,
-                    replaces=old,
-                    kind=ChainTransaction.Kind.CANCEL if cancel else old.kind,
-                    chain_id=old.chain_id,
-                    sender=old.sender,
-                    nonce=old.nonce,
-                    to=old.sender if cancel else old.to,
-                    value=0 if cancel else old.value,
-                    data="0x" if cancel else old.data,
-                    gas=21_000 if cancel else old.gas,
-                    max_fee_per_gas=fee,
-                    max_priority_fee_per_gas=tip,
-                )
-                tx.unsigned_hash = payload_hash(tx.as_unsigned_dict())
+                tx = replacement_of(old, attempt=attempt, cancel=deadline_passed, fee=fee, tip=tip)
                 tx.save()
                 planned.append(
                     {

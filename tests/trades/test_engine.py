@@ -309,6 +309,13 @@ def _sign_and_send(trade: Trade, attempt: int) -> None:
     rmtm.trade_broadcast(trade_id=trade.pk)
 
 
+def _assert_bumped(tx: ChainTransaction) -> None:
+    """A replacement at its original's nonce with both fees raised by at least 12.5%."""
+    assert tx.nonce == tx.replaces.nonce
+    assert int(tx.max_fee_per_gas) * 1000 >= int(tx.replaces.max_fee_per_gas) * 1125
+    assert int(tx.max_priority_fee_per_gas) * 1000 >= int(tx.replaces.max_priority_fee_per_gas) * 1125
+
+
 def test_a_stuck_transaction_is_replaced_with_bumped_fees_and_settles(
     scoped_wallet, deployed_devchain, settings
 ):
@@ -326,9 +333,7 @@ def test_a_stuck_transaction_is_replaced_with_bumped_fees_and_settles(
         assert [tx.kind for tx in replacements] == ["approve", "swap"]
         for tx in replacements:
             assert tx.replaces.attempt == 1
-            assert tx.nonce == tx.replaces.nonce
-            assert int(tx.max_fee_per_gas) * 1000 >= int(tx.replaces.max_fee_per_gas) * 1125
-            assert int(tx.max_priority_fee_per_gas) * 1000 >= int(tx.replaces.max_priority_fee_per_gas) * 1125
+            _assert_bumped(tx)
         _sign_and_send(trade, 2)
         chain.mine(1)
         chain.base_fee = None
@@ -573,7 +578,7 @@ def test_filling_cancels_that_sit_unmined_are_bumped_and_the_refused_attempt_is_
         bumped = list(refused.transactions.filter(attempt=3).order_by("sequence"))
         assert [tx.kind for tx in bumped] == ["cancel", "cancel"]
         for tx in bumped:
-            assert int(tx.max_fee_per_gas) * 1000 >= int(tx.replaces.max_fee_per_gas) * 1125
+            _assert_bumped(tx)
         _sign_and_send(refused, 3)
         chain.base_fee = None
         chain.mine(4)
@@ -590,7 +595,7 @@ def test_a_cancel_of_a_transaction_already_signed_is_not_signed_while_the_trade_
     trade = _to_signing(scoped_wallet, "fill-signed")
     assert signer.trade_sign(trade_id=trade.pk, attempt=1).signed
     original = trade.transactions.get(attempt=1, kind="swap")
-    cancel = rmtm.cancel_of(original, attempt=2)
+    cancel = rmtm.replacement_of(original, attempt=2, cancel=True)
     cancel.save()
     outcome = signer.trade_sign(trade_id=trade.pk, attempt=2)
     assert not outcome.signed
