@@ -164,11 +164,6 @@ def serializable(
     return decorate
 
 
-# Advisory lock namespaces (the first of pg_advisory_lock's two int4 keys).
-LOCK_WALLET_NONCES = 1
-LOCK_WALLET_BROADCAST = 2
-
-
 @contextmanager
 def queued_for(
     namespace: int, key: int, *, wait: bool = True, using: str = DEFAULT_DB_ALIAS

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from project.queues import TaskName
+
 
 @dataclass(frozen=True)
 class ScheduleSpec:
     name: str
-    task: str
+    task: TaskName
     every_seconds: int
     description: str
 
@@ -19,33 +21,33 @@ def schedule_specs() -> list[ScheduleSpec]:
     return [
         ScheduleSpec(
             name="chain: probe RPC endpoints",
-            task="chain.probe_endpoints",
+            task=TaskName.CHAIN_PROBE_ENDPOINTS,
             every_seconds=settings.RPC_PROBE_INTERVAL_SECONDS,
             description="Chain id, head and latency of every active RPC endpoint.",
         ),
         ScheduleSpec(
             name="trades: confirm and recover",
-            task="trades.tick",
+            task=TaskName.TRADES_TICK,
             every_seconds=settings.TRADE_TICK_SECONDS,
             description="Receipts and settlement of CONFIRMING trades; re-enqueue stalled steps.",
         ),
         ScheduleSpec(
             name="watcher: headers and reorgs",
-            task="watcher.tick_all",
+            task=TaskName.WATCHER_TICK_ALL,
             every_seconds=settings.WATCHER_TICK_SECONDS,
             description="Per chain at its block time: new headers, reorg detection, receipt re-checks.",
         ),
         # --- market data (issue 7)
         ScheduleSpec(
             name="market: refresh prices",
-            task="market.refresh",
+            task=TaskName.MARKET_REFRESH,
             every_seconds=settings.MARKET_REFRESH_TICK_SECONDS,
             description="Prices of tokens in active scopes from each due source (rate limited), candles.",
         ),
         # --- ML advisory (issue 8)
         ScheduleSpec(
             name="ml: refresh advice",
-            task="ml.advise_all",
+            task=TaskName.ML_ADVISE_ALL,
             every_seconds=settings.ML_ADVISE_INTERVAL_SECONDS,
             description="Advice (or an abstention) from every active model for every recently priced pair.",
         ),

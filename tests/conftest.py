@@ -67,6 +67,6 @@ def redis_client() -> Iterator[redis.Redis]:
 def _confirm_marks_forgotten() -> None:
     """The confirm batches' "looked at" marks live in Redis, keyed by trade id; ids repeat across
     tests, so no test inherits another's marks (the tick would skip its trades)."""
-    from apps.trades.real_money_transaction_manager import LOOKED_AT
+    from apps.trades.real_money_transaction_manager.confirm import LOOKED_AT
 
     redis.Redis.from_url(settings.REDIS_URL).delete(LOOKED_AT)

@@ -2,10 +2,10 @@
 
 from apps.chain.models import Chain, RpcEndpoint
 from apps.chain.pool import pool_for
-from project.queues import Queue, custos_task
+from project.queues import Queue, TaskName, custos_task
 
 
-@custos_task(name="chain.probe_endpoints", queue=Queue.WATCHER)
+@custos_task(name=TaskName.CHAIN_PROBE_ENDPOINTS, queue=Queue.WATCHER)
 def probe_endpoints(self) -> int:
     """Probe every active endpoint through its chain's pool (chain id, head, lag, latency) and record
     its health; returns how many are alive."""

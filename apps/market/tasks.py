@@ -7,12 +7,12 @@ import logging
 from apps.market.models import Candle
 from apps.market.ratelimit import PREFIX, redis_client
 from apps.market.services import candles_build, market_prune, market_refresh
-from project.queues import Queue, custos_task
+from project.queues import Queue, TaskName, custos_task
 
 logger = logging.getLogger(__name__)
 
 
-@custos_task(name="market.refresh", queue=Queue.MARKET)
+@custos_task(name=TaskName.MARKET_REFRESH, queue=Queue.MARKET)
 def refresh(self) -> dict:
     """Beat: prices of the tokens in active scopes from each due source, then this minute's candles;
     once an hour, retention. Source trouble is recorded on the source, never raised."""

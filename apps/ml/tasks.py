@@ -1,17 +1,17 @@
 """ml-queue tasks: thin wrappers over apps.ml.inference (torch is imported only when they run, so
 the other workers, which import every app's tasks module, never load it)."""
 
-from project.queues import Queue, custos_task
+from project.queues import Queue, TaskName, custos_task
 
 
-@custos_task(name="ml.advise_all", queue=Queue.ML)
+@custos_task(name=TaskName.ML_ADVISE_ALL, queue=Queue.ML)
 def advise_all(self) -> int:
     from apps.ml import inference
 
     return len(inference.advise_all())
 
 
-@custos_task(name="ml.advise_pair", queue=Queue.ML)
+@custos_task(name=TaskName.ML_ADVISE_PAIR, queue=Queue.ML)
 def advise_pair(self, token_id: int, quote_token_id: int | None = None) -> list[int]:
     """On demand: fresh advice for one pair from every active model; returns the advice ids."""
     from apps.ml import inference, selectors

@@ -30,16 +30,14 @@ from apps.trades.models import ChainTransaction, Trade, TradeState
 from apps.wallets.models import NonceCursor, SpendLedgerEntry, Wallet
 from apps.wallets.scope import ScopeState, active_scopes_query, scope_check, spent_usd_query
 from project.db import serializable_attempts
-from project.queues import enqueue_on_commit
+from project.locks import Advisory
+from project.queues import TaskName, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
 # Key-backend failures that heal by themselves; every other backend error refuses the request.
 TRANSIENT_KEY_ERRORS = (KeyBackendUnavailable,)
 
-# The engine step that picks up a signed (or refused) attempt.
-SIGNED_TASK = "trades.after_signing"
-SIGNED_BATCH_TASK = "trades.after_signing_batch"
 
 
 @cache
@@ -133,17 +131,12 @@ def trade_sign_batch(requests: list[Request], *, companions: int = 0) -> dict[Re
     return outcomes
 
 
-# Advisory-lock namespace of "a signer is judging this trade" (the signer role may not lock trade
-# rows: FOR UPDATE needs UPDATE privilege, which it must not have).
-SIGNING_LOCK_NAMESPACE = 0x5167
-
-
 def _lock_requests(requests: list[Request]) -> None:
     """Wait for any other signer judging the same trades, so each trade is signed by one batch."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_advisory_xact_lock(%s, (t %% 2147483647)::int)) FROM unnest(%s::bigint[]) AS t",
-            [SIGNING_LOCK_NAMESPACE, sorted({t for t, _ in requests})],
+            [int(Advisory.SIGNER_JUDGING), sorted({t for t, _ in requests})],
         )
 
 
@@ -169,7 +162,7 @@ def pending_requests(*, limit: int, exclude: list[Request]) -> list[Request]:
         cursor.execute(
             "SELECT t FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(t, n) "
             "WHERE pg_try_advisory_xact_lock(%s, (t %% 2147483647)::int) ORDER BY n LIMIT %s",
-            [sorted({t for t, _ in rows}), SIGNING_LOCK_NAMESPACE, limit],
+            [sorted({t for t, _ in rows}), int(Advisory.SIGNER_JUDGING), limit],
         )
         locked = {t for (t,) in cursor.fetchall()}
     latest: dict[int, int] = {}
@@ -511,10 +504,8 @@ def _sign_batch_in_transaction(requests: list[Request]) -> dict[Request, SignOut
         outcomes[request] = SignOutcome(
             signed=True, records=tuple(done[tx.pk] for tx in txs_by_request[request])
         )
-    if len(told) == 1:
-        enqueue_on_commit(SIGNED_TASK, *told[0])
-    elif told:
-        enqueue_on_commit(SIGNED_BATCH_TASK, [list(r) for r in told])
+    if told:
+        enqueue_on_commit(TaskName.TRADES_AFTER_SIGNING, [list(r) for r in told])
     return outcomes
 
 
@@ -628,5 +619,5 @@ def _record_refusal(*, trade_id: int, attempt: int, code: str, detail: str) -> N
         return
     with transaction.atomic():
         SigningRefusal.objects.create(trade_id=trade_id, attempt=attempt, code=code, detail=detail[:2000])
-        enqueue_on_commit(SIGNED_TASK, trade_id, attempt)
+        enqueue_on_commit(TaskName.TRADES_AFTER_SIGNING, [[trade_id, attempt]])
     logger.warning("signing refused", extra={"trade": trade_id, "attempt": attempt, "code": code})

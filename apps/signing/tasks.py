@@ -4,7 +4,7 @@ from django.conf import settings
 
 from apps.signing import services
 from project.db import SerializationRetriesExhausted
-from project.queues import Queue, custos_task
+from project.queues import Queue, TaskName, custos_task
 
 # Contention with a concurrent signing for the same wallet heals, and so does a sealed or unreachable
 # Vault: try again with a capped backoff.
@@ -17,7 +17,7 @@ RETRY = {
 }
 
 
-@custos_task(name="signing.sign", queue=Queue.SIGNER, **RETRY)
+@custos_task(name=TaskName.SIGNING_SIGN, queue=Queue.SIGNER, **RETRY)
 def sign(self, trade_id: int, attempt: int) -> dict:
     request = (int(trade_id), int(attempt))
     # Under load, other trades already waiting in SIGNING join this one's transaction (one query
@@ -28,6 +28,6 @@ def sign(self, trade_id: int, attempt: int) -> dict:
     return {"signed": outcome.signed, "records": list(outcome.records), "refusal": outcome.refusal}
 
 
-@custos_task(name="signing.create_key", queue=Queue.SIGNER)
+@custos_task(name=TaskName.SIGNING_CREATE_KEY, queue=Queue.SIGNER)
 def create_key(self, wallet_id: int) -> None:
     services.wallet_key_create(wallet_id=int(wallet_id))

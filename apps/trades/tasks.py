@@ -1,4 +1,5 @@
-"""Execution-queue tasks: thin wrappers over real_money_transaction_manager, ids in, nothing out.
+"""Execution-queue tasks: thin wrappers over the critical path (real_money_transaction_manager), ids in,
+nothing out.
 
 Errors that heal are retried: chain errors with exponential backoff and a cap; contention (a
 transaction that kept losing to concurrent ones) and a nonce the node cannot take yet after a short
@@ -12,9 +13,10 @@ from django.db import OperationalError
 
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.chainio import ChainUnavailable, NonceNotYetValid
+from project import locks
 from project.db import SerializationRetriesExhausted, is_retryable
 from project.locks import single_run
-from project.queues import Queue, custos_task
+from project.queues import Queue, TaskName, custos_task
 
 RETRY = {
     "autoretry_for": (ChainUnavailable, ConnectionError),
@@ -43,51 +45,40 @@ def _run(task, step, **kwargs) -> None:
         raise task.retry(exc=exc, countdown=random.uniform(0.05, 0.4), max_retries=600) from exc  # noqa: S311
 
 
-@custos_task(name="trades.simulate", queue=Queue.EXECUTION, **RETRY)
+@custos_task(name=TaskName.TRADES_SIMULATE, queue=Queue.EXECUTION, **RETRY)
 def simulate(self, trade_id: int) -> None:
     _run(self, rmtm.trade_simulate, trade_id=int(trade_id))
 
 
-@custos_task(name="trades.validate", queue=Queue.EXECUTION, **RETRY)
+@custos_task(name=TaskName.TRADES_VALIDATE, queue=Queue.EXECUTION, **RETRY)
 def validate(self, trade_id: int) -> None:
     _run(self, rmtm.trade_validate, trade_id=int(trade_id))
 
 
-@custos_task(name="trades.after_signing", queue=Queue.EXECUTION, **RETRY)
-def after_signing(self, trade_id: int, attempt: int) -> None:
-    """The signer's answer for one request: persisted, then broadcast in the same step."""
-    _run(self, rmtm.trade_after_signing_batch, requests=[(int(trade_id), int(attempt))])
+@custos_task(name=TaskName.TRADES_AFTER_SIGNING, queue=Queue.EXECUTION, **RETRY)
+def after_signing(self, requests: list) -> None:
+    """The signer's answer for one or more (trade, attempt): persisted, then broadcast wallet by
+    wallet in nonce order. Idempotent, so a redelivery after a crash redoes nothing that was done."""
+    _run(self, rmtm.trade_after_signing, requests=[(int(t), int(a)) for t, a in requests])
 
 
-@custos_task(name="trades.after_signing_batch", queue=Queue.EXECUTION, **RETRY)
-def after_signing_batch(self, requests: list) -> None:
-    """The signer's answer for a batch: persisted in one transaction, then broadcast wallet by wallet
-    in nonce order. Idempotent, so a redelivery after a crash redoes nothing that was done."""
-    _run(self, rmtm.trade_after_signing_batch, requests=[(int(t), int(a)) for t, a in requests])
-
-
-@custos_task(name="trades.broadcast", queue=Queue.EXECUTION, **RETRY)
+@custos_task(name=TaskName.TRADES_BROADCAST, queue=Queue.EXECUTION, **RETRY)
 def broadcast(self, trade_id: int) -> None:
-    _run(self, rmtm.trade_broadcast, trade_id=int(trade_id))
+    _run(self, rmtm.trade_broadcast, trade_ids=[int(trade_id)])
 
 
-@custos_task(name="trades.confirm", queue=Queue.EXECUTION, **RETRY)
-def confirm(self, trade_id: int) -> None:
-    _run(self, rmtm.trade_confirm, trade_id=int(trade_id))
-
-
-@custos_task(name="trades.confirm_batch", queue=Queue.EXECUTION, **RETRY)
-def confirm_batch(self, trade_ids: list) -> None:
+@custos_task(name=TaskName.TRADES_CONFIRM, queue=Queue.EXECUTION, **RETRY)
+def confirm(self, trade_ids: list) -> None:
     """Receipts of every trade a broadcast step sent, in one request."""
-    _run(self, rmtm.trade_confirm_many, trade_ids=[int(t) for t in trade_ids], mark_looked=True)
+    _run(self, rmtm.trade_confirm, trade_ids=[int(t) for t in trade_ids], mark_looked=True)
 
 
-@custos_task(name="trades.tick", queue=Queue.EXECUTION)
+@custos_task(name=TaskName.TRADES_TICK, queue=Queue.EXECUTION)
 def tick(self) -> dict:
     """Beat: check receipts of CONFIRMING trades, re-enqueue stalled steps. One at a time: a tick
     that finds another still running does nothing (ticks queued behind a burst would otherwise
     all run, one after the other, each repeating the last one's work)."""
-    with single_run("custos:trades:tick", ttl_seconds=settings.TRADE_TICK_LOCK_SECONDS) as held:
+    with single_run(locks.TRADES_TICK, ttl_seconds=settings.TRADE_TICK_LOCK_SECONDS) as held:
         if not held:
             return {"skipped": "another tick is running"}
         return {"confirming": rmtm.confirm_all(), "recovered": rmtm.recover_stalled_trades()}

@@ -11,9 +11,7 @@ from django.utils import timezone
 from apps.chain.calldata import SWAPS
 from apps.chain.models import Chain, Dex, Token
 from apps.wallets.models import NonceCursor, PermissionScope, Wallet
-from project.queues import enqueue_on_commit
-
-CREATE_KEY_TASK = "signing.create_key"
+from project.queues import TaskName, enqueue_on_commit
 
 
 class ScopeError(ValueError):
@@ -30,7 +28,7 @@ def wallet_create(*, owner, label: str, key_backend: str) -> Wallet:
         raise ScopeError("key_backend", f"unknown backend {key_backend!r}")
     with transaction.atomic():
         wallet = Wallet.objects.create(owner=owner, label=label, key_backend=key_backend)
-        enqueue_on_commit(CREATE_KEY_TASK, wallet.pk)
+        enqueue_on_commit(TaskName.SIGNING_CREATE_KEY, wallet.pk)
     return wallet
 
 

@@ -65,7 +65,7 @@ class TickReport:
 def chain_lock(chain_id: int, *, client: redis.Redis | None = None) -> Iterator[bool]:
     """Yields True if this caller holds the chain's tick lock; released only by its holder."""
     with locks.single_run(
-        f"custos:watcher:tick:{chain_id}", ttl_seconds=settings.WATCHER_LOCK_TTL_SECONDS, using=client
+        locks.watcher_tick(chain_id), ttl_seconds=settings.WATCHER_LOCK_TTL_SECONDS, using=client
     ) as held:
         yield held
 

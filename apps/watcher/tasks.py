@@ -6,12 +6,12 @@ import logging
 from apps.chain.models import Chain
 from apps.chain.rpc import RpcError
 from apps.watcher.services import InconsistentChainView, chain_due, watcher_tick
-from project.queues import Queue, custos_task
+from project.queues import Queue, TaskName, custos_task
 
 logger = logging.getLogger(__name__)
 
 
-@custos_task(name="watcher.tick", queue=Queue.WATCHER)
+@custos_task(name=TaskName.WATCHER_TICK, queue=Queue.WATCHER)
 def tick(self, chain_id: int) -> dict:
     """One chain's tick. RPC trouble never crashes the watcher: the tick reports it and the next one
     (a block time later) tries again, with the pool's health steering it to a working endpoint."""
@@ -22,7 +22,7 @@ def tick(self, chain_id: int) -> dict:
         return {"chain_id": int(chain_id), "skipped": str(exc)[:300]}
 
 
-@custos_task(name="watcher.tick_all", queue=Queue.WATCHER)
+@custos_task(name=TaskName.WATCHER_TICK_ALL, queue=Queue.WATCHER)
 def tick_all(self) -> list[int]:
     """Beat: enqueue a tick for every chain that is due (one per block time)."""
     due = [c.chain_id for c in Chain.objects.all() if chain_due(c)]

@@ -14,6 +14,7 @@ from apps.signing import services
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades.models import ChainTransaction, Trade
 from apps.wallets.models import NonceCursor, Wallet
+from project.locks import Advisory
 from tests.factories import UserFactory, grant_scope, signing_trade
 from tests.signing.test_service import keystore_settings  # noqa: F401 - fixture
 
@@ -108,7 +109,7 @@ def test_a_sign_request_takes_waiting_trades_along_but_not_refused_or_claimed_on
         with other.transaction():
             # Another signer is judging `claimed` right now.
             other.execute(
-                "SELECT pg_advisory_xact_lock(%s, %s)", [services.SIGNING_LOCK_NAMESPACE, claimed.pk]
+                "SELECT pg_advisory_xact_lock(%s, %s)", [int(Advisory.SIGNER_JUDGING), claimed.pk]
             )
             outcomes = services.trade_sign_batch([(asked.pk, 1)], companions=10)
     finally:

@@ -19,6 +19,7 @@ from apps.signing import services as signer
 from apps.signing.models import SigningRefusal
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.models import Trade
+from apps.trades.real_money_transaction_manager import signed as signed_step
 from apps.wallets.services import wallet_create
 from tests.factories import UserFactory, grant_scope
 
@@ -60,12 +61,12 @@ def _settle(trade: Trade, url: str) -> Trade:
     rmtm.trade_validate(trade_id=trade.pk)
     outcome = signer.trade_sign(trade_id=trade.pk, attempt=1)
     assert outcome.signed, outcome.refusal
-    rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    signed_step.persist_signer_answers([(trade.pk, 1)])
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     w3 = Web3(Web3.HTTPProvider(url))
     for _ in range(2):
         w3.provider.make_request("evm_mine", [])
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     trade.refresh_from_db()
     assert trade.state == "SETTLED", trade.reason
     return trade

@@ -16,6 +16,7 @@ from apps.chain.pool import pools_reset
 from apps.signing import services as signer
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.models import Trade
+from apps.trades.real_money_transaction_manager import signed as signed_step
 from apps.wallets.services import wallet_create
 from tests.chain.node import node_restored
 from tests.factories import UserFactory, grant_scope
@@ -115,7 +116,7 @@ def sign_trade(trade: Trade) -> Trade:
     rmtm.trade_validate(trade_id=trade.pk)
     outcome = signer.trade_sign(trade_id=trade.pk, attempt=1)
     assert outcome.signed, outcome.refusal
-    rmtm.trade_after_signing(trade_id=trade.pk, attempt=1)
+    signed_step.persist_signer_answers([(trade.pk, 1)])
     trade.refresh_from_db()
     assert trade.state == "CONFIRMING", trade.reason
     return trade

@@ -45,16 +45,16 @@ def test_a_lying_endpoint_cannot_make_a_trade_settle_while_the_quorum_disagrees(
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=3, settlement_quorum=2)
     _put_first(proxy)
     trade = sign_trade(submit_trade(scoped_wallet, "liar"))
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     manual_chain.mine(5)
     proxy.lie_hash = True
     for _ in range(3):
-        rmtm.trade_confirm(trade_id=trade.pk)
+        rmtm.trade_confirm(trade_ids=[trade.pk])
     trade.refresh_from_db()
     assert trade.state == "CONFIRMING"
     assert all(h for h in trade.transactions.values_list("receipt_block_hash", flat=True))
     proxy.honest()
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     trade.refresh_from_db()
     assert trade.state == "SETTLED", trade.reason
 
@@ -68,7 +68,7 @@ def test_an_endpoint_stuck_on_an_orphaned_fork_cannot_settle_a_trade_there(
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=3, settlement_quorum=2)
     _put_first(proxy)
     trade = sign_trade(submit_trade(scoped_wallet, "fork-liar"))
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     watcher_tick(chain_id=CHAIN_ID)
     snapshot = manual_chain.snapshot()
     manual_chain.mine(1)
@@ -86,7 +86,7 @@ def test_an_endpoint_stuck_on_an_orphaned_fork_cannot_settle_a_trade_there(
     manual_chain.mine(6)
     assert manual_chain.block_hash(number) != orphan["hash"]
 
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     trade.refresh_from_db()
     assert trade.state == "CONFIRMING"
     assert set(trade.transactions.values_list("receipt_block_hash", flat=True)) == {orphan["hash"]}
@@ -94,9 +94,9 @@ def test_an_endpoint_stuck_on_an_orphaned_fork_cannot_settle_a_trade_there(
     report = watcher_tick(chain_id=CHAIN_ID)  # the watcher reads through the pool too
     assert report.reconfirmed == [trade.pk]
     proxy.honest()
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     manual_chain.mine(4)
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     trade.refresh_from_db()
     assert trade.state == "SETTLED", trade.reason
     for number_, block_hash in trade.transactions.values_list("receipt_block_number", "receipt_block_hash"):
@@ -109,10 +109,10 @@ def test_an_unreachable_second_endpoint_holds_settlement_until_the_quorum_is_bac
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=3, settlement_quorum=2)
     _put_first(proxy)
     trade = sign_trade(submit_trade(scoped_wallet, "half-quorum"))
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     manual_chain.mine(5)
     proxy.drop = True
-    rmtm.trade_confirm(trade_id=trade.pk)  # reads fail over; the gate waits for a second vote
+    rmtm.trade_confirm(trade_ids=[trade.pk])  # reads fail over; the gate waits for a second vote
     assert trade.__class__.objects.get(pk=trade.pk).state == "CONFIRMING"
     assert RpcEndpoint.objects.get(url=proxy.url).health == RpcEndpoint.Health.UNREACHABLE
 
@@ -125,19 +125,19 @@ def test_with_every_endpoint_down_the_engine_waits_and_retries(scoped_wallet, ma
 
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=1)
     trade = sign_trade(submit_trade(scoped_wallet, "all-down"))
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     manual_chain.mine(2)
     RpcEndpoint.objects.filter(chain__chain_id=CHAIN_ID).update(active=False)
     _put_first(proxy)
     proxy.drop = True
     with pytest.raises((ConnectionError, ChainUnavailable)) as info:
-        rmtm.trade_confirm(trade_id=trade.pk)
+        rmtm.trade_confirm(trade_ids=[trade.pk])
     assert isinstance(info.value, trade_tasks.RETRY["autoretry_for"])
     assert trade.__class__.objects.get(pk=trade.pk).state == "CONFIRMING"
     proxy.honest()
     pools_reset()  # the endpoint's recorded rest is over (a real worker waits it out)
     RpcEndpoint.objects.filter(url=proxy.url).update(health="alive", health_until=None)
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     assert trade.__class__.objects.get(pk=trade.pk).state == "SETTLED"
 
 

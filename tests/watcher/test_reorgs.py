@@ -9,6 +9,7 @@ import json
 import pytest
 
 from apps.chain.models import Chain
+from apps.trades import chainio
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.audit import audit_verify
 from apps.trades.models import ChainTransaction, Trade
@@ -56,12 +57,12 @@ def test_a_reorg_sends_the_trade_back_and_it_settles_on_the_new_chain(
 ):
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=10)
     trade = sign_trade(submit_trade(scoped_wallet, f"reorg-{depth}-{reincluded}"))
-    rmtm.trade_broadcast(trade_id=trade.pk)  # approve and swap wait in the mempool
+    rmtm.trade_broadcast(trade_ids=[trade.pk])  # approve and swap wait in the mempool
     assert watcher_tick(chain_id=CHAIN_ID).reorg_depth == 0
     fork = manual_chain.head()
     snapshot = manual_chain.snapshot()
     manual_chain.mine(depth)  # the first block holds both transactions
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     old_receipts = _receipts(trade)
     assert {number for number, _ in old_receipts} == {fork + 1}
     assert watcher_tick(chain_id=CHAIN_ID).reorg_depth == 0
@@ -95,9 +96,9 @@ def test_a_reorg_sends_the_trade_back_and_it_settles_on_the_new_chain(
 
     # The engine re-checks and re-broadcasts the same raw bytes (the reconfirm's next step).
     raw_before = {tx.pk: bytes(tx.raw_signed) for tx in trade.transactions.all()}
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     manual_chain.mine(1)
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     new_receipts = _receipts(trade)
     assert all(number is not None for number, _ in new_receipts)
     assert not {h for _, h in new_receipts} & {h for _, h in old_receipts}
@@ -107,7 +108,7 @@ def test_a_reorg_sends_the_trade_back_and_it_settles_on_the_new_chain(
 
     manual_chain.mine(10)
     assert watcher_tick(chain_id=CHAIN_ID).reconfirmed == []
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     _assert_settled_on_the_canonical_chain(trade, manual_chain)
     assert audit_verify()[1] is None
 
@@ -117,15 +118,15 @@ def test_a_trade_never_settles_on_a_block_that_was_orphaned(scoped_wallet, manua
     gate's own canonical check refuses the orphaned block even though it looks deep enough."""
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=3)
     trade = sign_trade(submit_trade(scoped_wallet, "gate"))
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     snapshot = manual_chain.snapshot()
     manual_chain.mine(1)
-    rmtm.trade_confirm(trade_id=trade.pk)  # receipt recorded at the soon-orphaned block
+    rmtm.trade_confirm(trade_ids=[trade.pk])  # receipt recorded at the soon-orphaned block
     manual_chain.revert(snapshot)
     for tx_hash in trade.transactions.values_list("tx_hash", flat=True):
         manual_chain.drop(tx_hash)
     manual_chain.mine(5)
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     trade.refresh_from_db()
     assert trade.state == "CONFIRMING"
     assert not trade.events.filter(kind="settle").exists()
@@ -138,16 +139,16 @@ def test_a_confirm_racing_the_watcher_never_settles_a_cleared_receipt(
     receipt for a reorg. The settle must see that and leave the trade CONFIRMING."""
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=2)
     trade = sign_trade(submit_trade(scoped_wallet, "race-watcher"))
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     manual_chain.mine(3)
-    rmtm.trade_confirm(trade_id=trade.pk)  # records the receipts; deep enough, so it settles...
+    rmtm.trade_confirm(trade_ids=[trade.pk])  # records the receipts; deep enough, so it settles...
     trade.refresh_from_db()
     assert trade.state == "SETTLED"  # ...as the control run shows; now the race on a fresh trade
 
     racing = sign_trade(submit_trade(scoped_wallet, "race-watcher-2"))
-    rmtm.trade_broadcast(trade_id=racing.pk)
+    rmtm.trade_broadcast(trade_ids=[racing.pk])
     manual_chain.mine(3)
-    real_quorum = rmtm.chainio.quorum_block_hashes
+    real_quorum = chainio.quorum_block_hashes
     raced = []
 
     def quorum_then_watcher(chain, numbers):
@@ -159,8 +160,8 @@ def test_a_confirm_racing_the_watcher_never_settles_a_cleared_receipt(
             rmtm.trade_receipts_orphaned(trade_id=racing.pk, orphaned=txs, reorg={"test": "race"})
         return answer
 
-    monkeypatch.setattr(rmtm.chainio, "quorum_block_hashes", quorum_then_watcher)
-    rmtm.trade_confirm(trade_id=racing.pk)
+    monkeypatch.setattr(chainio, "quorum_block_hashes", quorum_then_watcher)
+    rmtm.trade_confirm(trade_ids=[racing.pk])
     assert raced
     racing.refresh_from_db()
     assert racing.state == "CONFIRMING"
@@ -170,11 +171,11 @@ def test_a_confirm_racing_the_watcher_never_settles_a_cleared_receipt(
 def test_a_reorg_after_settlement_raises_finality_violated(scoped_wallet, manual_chain, caplog):
     Chain.objects.filter(chain_id=CHAIN_ID).update(confirmations_required=3)
     trade = sign_trade(submit_trade(scoped_wallet, "finality"))
-    rmtm.trade_broadcast(trade_id=trade.pk)
+    rmtm.trade_broadcast(trade_ids=[trade.pk])
     watcher_tick(chain_id=CHAIN_ID)
     snapshot = manual_chain.snapshot()
     manual_chain.mine(4)
-    rmtm.trade_confirm(trade_id=trade.pk)
+    rmtm.trade_confirm(trade_ids=[trade.pk])
     trade.refresh_from_db()
     assert trade.state == "SETTLED", trade.reason
     watcher_tick(chain_id=CHAIN_ID)

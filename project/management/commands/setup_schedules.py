@@ -18,7 +18,7 @@ class Command(BaseCommand):
                     every=spec.every_seconds, period=IntervalSchedule.SECONDS
                 )
                 task = PeriodicTask.objects.filter(name=spec.name).first()
-                wanted = {"task": spec.task, "interval": interval, "description": spec.description}
+                wanted = {"task": str(spec.task), "interval": interval, "description": spec.description}
                 if task is None:
                     PeriodicTask.objects.create(name=spec.name, enabled=True, **wanted)
                     created += 1
