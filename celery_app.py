@@ -13,11 +13,15 @@ import os
 from celery import Celery, bootsteps, signals
 from django.conf import settings
 
-from project.queues import Queue
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings.base")
 
+# Made before the project's own imports: project/__init__.py loads this module (so that Celery's
+# current app is this one in every process), and importing project.* may be what runs it.
 app = Celery("custos")
+
+from project.heartbeat import worker_heartbeat_write  # noqa: E402
+from project.queues import Queue  # noqa: E402
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 # App -> queue: the one place that says which trust level runs which code. A task's name starts with
@@ -97,8 +101,6 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
         self.tref = None
 
     def start(self, worker):
-        from apps.gateway.services import worker_heartbeat_write
-
         queues = [q.name for q in worker.app.amqp.queues.consume_from.values()]
 
         def beat():

@@ -7,6 +7,7 @@ from django.db import connection
 
 from apps.chain.models import Chain
 from apps.chain.rpc import RpcError, chain_id_of
+from project.redis import redis_client
 
 
 class PreflightError(Exception):
@@ -24,10 +25,8 @@ def check_database() -> None:
 
 
 def check_broker() -> None:
-    from apps.gateway.services import redis_client
-
     try:
-        redis_client(timeout=2.0).ping()
+        redis_client(settings.CELERY_BROKER_URL, timeout=2.0).ping()
     except Exception as exc:
         raise PreflightError(
             f"broker at {settings.CELERY_BROKER_URL} (CELERY_BROKER_URL/REDIS_URL) does not answer: {exc}"

@@ -1,17 +1,19 @@
 """The one error shape of the API, {"error": {"code", "message", "fields"}}, for DRF exceptions,
-service input errors and Django's own 404/500 under /api/."""
+service input errors, a reused idempotency key and Django's own 404/500 under /api/."""
 
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from apps.gateway.services import TokenNameTaken
-from apps.trades.real_money_transaction_manager import TradeInputError
+from apps.gateway.validation_2026 import IDEMPOTENCY_HEADER
+from apps.trades.real_money_transaction_manager import IdempotencyConflict, TradeInputError
 from apps.wallets.services import ScopeError
 from project.db import SerializationRetriesExhausted, is_retryable
 
@@ -41,6 +43,9 @@ def api_exception_handler(exc, context):
         field = getattr(exc, "field", "non_field_errors")
         message = str(exc).split(": ", 1)[-1]
         return Response(error_body("invalid", "Invalid input.", {field: [message]}), status=400)
+    if isinstance(exc, IdempotencyConflict):
+        message = f"{IDEMPOTENCY_HEADER} {exc.key!r} was already used for a different trade."
+        return Response(error_body("idempotency_key_reused", message), status=status.HTTP_409_CONFLICT)
     if is_retryable(exc) or isinstance(exc, SerializationRetriesExhausted):
         # Contention with a concurrent transaction: nothing was committed, so the client may retry.
         response = Response(
@@ -72,17 +77,13 @@ def _is_api(request) -> bool:
 
 def not_found(request, exception=None):
     if not _is_api(request):
-        from django.views.defaults import page_not_found
-
-        return page_not_found(request, exception)
+        return defaults.page_not_found(request, exception)
     return JsonResponse(error_body("not_found", "Not found."), status=status.HTTP_404_NOT_FOUND)
 
 
 def server_error(request):
     if not _is_api(request):
-        from django.views.defaults import server_error as html_server_error
-
-        return html_server_error(request)
+        return defaults.server_error(request)
     return JsonResponse(
         error_body("server_error", "Internal error; it has been logged."),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -91,7 +92,5 @@ def server_error(request):
 
 def bad_request(request, exception=None):
     if not _is_api(request):
-        from django.views.defaults import bad_request as html_bad_request
-
-        return html_bad_request(request, exception)
+        return defaults.bad_request(request, exception)
     return JsonResponse(error_body("bad_request", "Bad request."), status=status.HTTP_400_BAD_REQUEST)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 
+from apps.gateway.api.serializers import ErrorOutput
+
 READ_ERRORS = (400, 401, 404, 429, 503)
 WRITE_ERRORS = (400, 401, 404, 409, 413, 415, 429, 503)
 
@@ -17,8 +19,6 @@ class GatewayAutoSchema(AutoSchema):
         return super().get_description() if own else ""
 
     def _get_response_bodies(self, direction="response"):
-        from apps.gateway.api.serializers import ErrorOutput
-
         bodies = super()._get_response_bodies(direction=direction)
         if not self.path.startswith("/api/v1/") or self.path == "/api/v1/health":
             return bodies

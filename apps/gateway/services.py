@@ -1,14 +1,12 @@
-"""Gateway writes: API tokens (create, authenticate, revoke) and worker heartbeats (used by health)."""
+"""Gateway writes: API tokens (create, authenticate, revoke)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-import redis
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
@@ -16,30 +14,7 @@ from django.utils import timezone
 from apps.gateway.models import ApiToken
 from project.db import is_retryable
 
-HEARTBEAT_PREFIX = "custos:worker:"
 TOKEN_PREFIX = "cst_"  # noqa: S105 - a public marker, not a secret
-
-
-def redis_client(*, timeout: float = 1.0) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.CELERY_BROKER_URL, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-
-
-def worker_heartbeat_write(*, hostname: str, queues: list[str]) -> None:
-    """Mark `hostname` as consuming `queues` for the next WORKER_HEARTBEAT_TTL_SECONDS."""
-    client = redis_client()
-    pipe = client.pipeline()
-    for queue in queues:
-        pipe.set(
-            f"{HEARTBEAT_PREFIX}{queue}:{hostname}",
-            str(time.time()),
-            ex=settings.WORKER_HEARTBEAT_TTL_SECONDS,
-        )
-    pipe.execute()
-
-
-# --- API tokens ----------------------------------------------------------------------------------
 
 
 class TokenNameTaken(ValueError):
@@ -101,41 +76,3 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
             if not is_retryable(exc):
                 raise
     return token
-
-
-# --- admin console actions (through the engine's services, each recorded in the audit trail) ------
-
-
-def admin_trade_cancel(*, trade_id: int, staff_username: str):
-    """Cancel as the engine allows (before SIGNING); the reason, naming the staff member, goes into
-    the trade's hash-chained audit trail with the transition."""
-    from apps.trades.real_money_transaction_manager import trade_cancel
-
-    return trade_cancel(trade_id=trade_id, reason=f"cancelled by staff {staff_username} in the admin console")
-
-
-def admin_trades_retry(*, trade_ids: list[int], staff_username: str) -> list[int]:
-    """Record a retry request on each selected trade that is stalled (non-terminal and untouched for
-    TRADE_STALL_SECONDS), then let the engine re-enqueue the step of every stalled trade (each step is
-    idempotent, so a duplicate does nothing). Returns the ids of the selected trades retried."""
-    from apps.trades.audit import audit_append
-    from apps.trades.models import NON_TERMINAL, Trade
-    from apps.trades.real_money_transaction_manager import recover_stalled_trades
-    from project.db import serializable_attempts
-
-    cutoff = timezone.now() - timedelta(seconds=settings.TRADE_STALL_SECONDS)
-    stalled: list[int] = []
-    for attempt in serializable_attempts(label="admin_trades_retry"):
-        with attempt:
-            stalled = []
-            trades = Trade.objects.filter(pk__in=trade_ids, state__in=NON_TERMINAL, updated_at__lt=cutoff)
-            for trade in trades.order_by("pk"):
-                audit_append(
-                    trade=trade,
-                    kind="retry_requested",
-                    data={"by": staff_username, "state": trade.state},
-                )
-                stalled.append(trade.pk)
-    if stalled:
-        recover_stalled_trades()
-    return stalled

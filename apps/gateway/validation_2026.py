@@ -143,6 +143,19 @@ def to_base_units(amount: Decimal, decimals: int) -> int:
     return base
 
 
+def base_units_of(attrs: dict, field: str, decimals: int) -> int:
+    """`attrs[field]` in base units, for a serializer's validate() once the token (so its decimals)
+    is known; a refusal names the field."""
+    try:
+        return to_base_units(attrs[field], decimals)
+    except ValidationError as exc:
+        raise ValidationError({field: exc.detail}) from exc
+
+
+def field_error(field: str, message: str) -> ValidationError:
+    return ValidationError({field: [message]})
+
+
 class SlippageBpsField(serializers.IntegerField):
     def __init__(self, **kwargs):
         kwargs.setdefault("min_value", SLIPPAGE_MIN_BPS)

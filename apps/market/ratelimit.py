@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from functools import cache
 
 import redis
 from django.conf import settings
+
+from project.redis import redis_client as shared_redis_client
 
 PREFIX = "custos:market"
 UNITS = {"s": 1, "sec": 1, "min": 60, "hour": 3600}
@@ -41,13 +42,8 @@ class RateLimited(Exception):
         super().__init__(f"{source}: rate limited ({why}); retry in {self.retry_after:.1f}s")
 
 
-@cache
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
-
-
 def redis_client() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+    return shared_redis_client(settings.REDIS_URL, timeout=None)
 
 
 class RateLimiter:

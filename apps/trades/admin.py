@@ -5,10 +5,10 @@ events are read-only, with a verify action."""
 
 from django.contrib import admin, messages
 
-from apps.gateway.admin_confirm import confirmation_page, confirmed
-from apps.gateway.services import admin_trade_cancel, admin_trades_retry
 from apps.trades.audit import audit_verify
 from apps.trades.models import ChainTransaction, Trade, TradeEvent, TradeState
+from apps.trades.services import admin_trade_cancel, admin_trades_retry
+from project.admin_confirm import confirmation_page, confirmed
 
 
 class ReadOnlyMixin:

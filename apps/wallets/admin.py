@@ -5,9 +5,9 @@ router); a scope is never edited, only revoked, after a confirmation."""
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
-from apps.gateway.admin_confirm import confirmation_page, confirmed
 from apps.wallets.models import NonceCursor, PermissionScope, Wallet
 from apps.wallets.services import ScopeError, scope_grant, scope_revoke, wallet_create
+from project.admin_confirm import confirmation_page, confirmed
 
 
 class ScopeInline(admin.TabularInline):

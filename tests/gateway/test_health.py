@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.chain.models import Chain, RpcEndpoint
-from apps.gateway.services import worker_heartbeat_write
+from project.heartbeat import worker_heartbeat_write
 from project.queues import Queue
 from tests.conftest import free_port
 

@@ -17,6 +17,7 @@ from apps.gateway.validation_2026 import (
     idempotency_key_validate,
     to_base_units,
 )
+from apps.wallets.selectors import units_text
 from tests.gateway.conftest import DAI
 
 
@@ -73,12 +74,10 @@ def test_unknown_fields_are_named():
 
 
 def test_amounts_beyond_28_digits_convert_exactly_both_ways():
-    from apps.gateway.selectors import _units
-
     text = "123456789012345678901234567890.123456789012345678"
     base = to_base_units(DecimalStringField().run_validation(text), 18)
     assert base == 123456789012345678901234567890123456789012345678
-    assert _units(base, 18) == text
-    assert _units(10**18, 18) == "1"
-    assert _units(1, 18) == "0.000000000000000001"
-    assert _units(0, 6) == "0"
+    assert units_text(base, 18) == text
+    assert units_text(10**18, 18) == "1"
+    assert units_text(1, 18) == "0.000000000000000001"
+    assert units_text(0, 6) == "0"

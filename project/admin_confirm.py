@@ -1,4 +1,5 @@
-"""A confirmation page for admin actions that change money-relevant state (revoke, cancel, retry)."""
+"""A confirmation page for admin actions that change money-relevant state (revoke, cancel, retry),
+shared by every app's admin."""
 
 from __future__ import annotations
 
