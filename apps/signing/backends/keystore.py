@@ -3,7 +3,7 @@
 The passphrase is read from its file on each use and nothing key-related is cached. A signature
 decrypts the key into a bytearray that is zeroed right after. The crypto libraries (scrypt, AES,
 coincurve) take immutable bytes and make copies this code cannot wipe; that is why the signer signs
-in a child process recycled after each task (DESIGN.md, "Processes and trust levels").
+in a child process recycled after each task (docs/architecture.md, "Key custody").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ when its TTL runs low, and logs in again when the token has expired or been revo
 
 A key is held by this code only in a bytearray that is zeroed after use. The HTTP and JSON layers
 underneath (requests, json) hand over immutable strings this code cannot wipe; that is why the
-signer signs in a child process recycled after each task (DESIGN.md).
+signer signs in a child process recycled after each task (docs/architecture.md, "Key custody").
 """
 
 from __future__ import annotations
