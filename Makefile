@@ -5,15 +5,32 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MANAGE := $(PY) manage.py
 
-.PHONY: run test bench bootstrap services services-down migrate lint stop clean
+# ML_ENABLED=0 (or false/no/off; the t3.micro profile): no PyTorch install (requirements-ml.txt) and no
+# ml worker. Taken from the command line or the environment, else from .env; on by default.
+ML_ENABLED ?= $(shell sed -n 's/^ML_ENABLED=//p' .env 2>/dev/null | tail -n 1)
+ML_OFF := $(filter 0 false no off n,$(shell echo '$(strip $(ML_ENABLED))' | tr A-Z a-z))
+ML_STAMP := $(if $(ML_OFF),,$(VENV)/.installed-ml)
+# Set to https://download.pytorch.org/whl/cpu for PyTorch's CPU-only wheel (a plain install on Linux
+# pulls several GB of CUDA libraries); empty: pip's configured indexes.
+TORCH_INDEX_URL ?=
 
-bootstrap: $(VENV)/.installed devchain/node_modules/.installed
+.PHONY: run test bench bootstrap services services-down migrate lint logs stop clean
+
+bootstrap: $(VENV)/.installed $(ML_STAMP) devchain/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	@echo "[bootstrap] python virtual environment in $(VENV)"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install --quiet --upgrade pip
 	@$(PIP) install --quiet -r requirements.txt -c constraints.txt
+	@touch $@
+
+# The ml worker's dependencies (PyTorch) have their own stamp: ML_ENABLED=0 skips them, and a change
+# to requirements-ml.txt reinstalls only them.
+$(VENV)/.installed-ml: requirements-ml.txt constraints.txt | $(VENV)/.installed
+	@echo "[bootstrap] ML dependencies (PyTorch) from requirements-ml.txt"
+	$(if $(TORCH_INDEX_URL),@$(PIP) install --quiet --no-deps "$$(grep '^torch==' requirements-ml.txt)" --index-url $(TORCH_INDEX_URL))
+	@$(PIP) install --quiet -r requirements-ml.txt -c constraints.txt
 	@touch $@
 
 devchain/node_modules/.installed: devchain/package.json devchain/package-lock.json
@@ -31,8 +48,14 @@ services-down: $(VENV)/.installed
 migrate: bootstrap services
 	@$(MANAGE) migrate --noinput
 
+# The console shows the stack coming up, health and the demo trade; each process logs to
+# var/log/<process>.log (`make logs` follows them all).
 run: bootstrap services migrate
-	@$(PY) scripts/run.py
+	@ML_ENABLED=$(if $(ML_OFF),0,1) $(PY) scripts/run.py
+
+logs:
+	@mkdir -p var/log
+	tail -F var/log/*.log
 
 stop:
 	-@$(MANAGE) devchain down
@@ -41,16 +64,19 @@ stop:
 lint: bootstrap
 	@$(VENV)/bin/ruff check .
 
+# Also installs Debian's chromium + chromium-driver (the admin browser test) and docker-compose
+# (tests/test_compose.py validates docker-compose.yml with it).
 test: bootstrap services
-	@$(PY) scripts/services.py browser
+	@$(PY) scripts/services.py browser compose
 	@echo "[test] ruff check"
 	@$(VENV)/bin/ruff check .
 	@echo "[test] pytest"
-	@$(VENV)/bin/pytest
+	@ML_ENABLED=$(if $(ML_OFF),0,1) $(VENV)/bin/pytest
 
 # Every benchmark in bench/ (each against a baseline measured in the same run), then
 # bench/report.md and bench/charts/*.png. BENCH_ARGS="--only signing,pipeline" or "--quick".
-bench: bootstrap services
+# bench/ml.py and the charts need the ML dependencies, whatever ML_ENABLED says.
+bench: bootstrap $(VENV)/.installed-ml services
 	@$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean: services-down

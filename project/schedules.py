@@ -18,7 +18,7 @@ class ScheduleSpec:
 
 
 def schedule_specs() -> list[ScheduleSpec]:
-    return [
+    specs = [
         ScheduleSpec(
             name="chain: probe RPC endpoints",
             task=TaskName.CHAIN_PROBE_ENDPOINTS,
@@ -37,18 +37,21 @@ def schedule_specs() -> list[ScheduleSpec]:
             every_seconds=settings.WATCHER_TICK_SECONDS,
             description="Per chain at its block time: new headers, reorg detection, receipt re-checks.",
         ),
-        # --- market data (issue 7)
+        # --- market data
         ScheduleSpec(
             name="market: refresh prices",
             task=TaskName.MARKET_REFRESH,
             every_seconds=settings.MARKET_REFRESH_TICK_SECONDS,
             description="Prices of tokens in active scopes from each due source (rate limited), candles.",
         ),
-        # --- ML advisory (issue 8)
-        ScheduleSpec(
-            name="ml: refresh advice",
-            task=TaskName.ML_ADVISE_ALL,
-            every_seconds=settings.ML_ADVISE_INTERVAL_SECONDS,
-            description="Advice (or an abstention) from every active model for every recently priced pair.",
-        ),
     ]
+    if settings.ML_ENABLED:  # nothing consumes the ml queue otherwise
+        specs.append(
+            ScheduleSpec(
+                name="ml: refresh advice",
+                task=TaskName.ML_ADVISE_ALL,
+                every_seconds=settings.ML_ADVISE_INTERVAL_SECONDS,
+                description="Advice (or an abstention) from every model for every recently priced pair.",
+            )
+        )
+    return specs

@@ -7,6 +7,9 @@ up:   use DATABASE_URL / REDIS_URL (environment, then .env, then the defaults) w
       with apt-get when running as root; otherwise the exact command is printed. A SoftHSM2 token
       is initialised under var/softhsm when none exists. Running it again changes nothing.
 down: stop exactly what `up` started (pid files under var/); leave everything else alone.
+browser, compose: the Debian packages only `make test` needs (chromium and chromium-driver for the
+      admin browser test; docker-compose, which validates docker-compose.yml). Several actions may be
+      given at once: `services.py browser compose`.
 """
 
 from __future__ import annotations
@@ -68,11 +71,12 @@ def env_file_set(name: str, value: str | None) -> None:
     ENV_FILE.write_text("".join(f"{line}\n" for line in lines))
 
 
-def ensure_package(binary_found: bool, package: str) -> None:
+def ensure_package(binary_found: bool, package: str, *, recommends: bool = True) -> None:
     global _apt_updated
     if binary_found:
         return
-    command = f"apt-get install -y {package}"
+    options = [] if recommends else ["--no-install-recommends"]
+    command = " ".join(["apt-get install -y", *options, package])
     if not IS_ROOT:
         fail(f"{package} is not installed; run: sudo apt-get update && sudo {command}")
     say(f"installing {package} with apt-get")
@@ -80,7 +84,7 @@ def ensure_package(binary_found: bool, package: str) -> None:
         subprocess.run(["apt-get", "update", "-qq"], check=True)  # noqa: S607
         _apt_updated = True
     subprocess.run(  # noqa: S603
-        ["apt-get", "install", "-y", "-qq", package],  # noqa: S607
+        ["apt-get", "install", "-y", "-qq", *options, package],  # noqa: S607
         check=True,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
@@ -381,8 +385,19 @@ def browser_up() -> None:
     say("chromium and chromedriver ready")
 
 
+def compose_up() -> None:
+    """Debian's docker-compose (1.29), for tests/test_compose.py's `docker-compose config`. Not its
+    recommended docker.io: validating the file needs no Docker engine."""
+    ensure_package(shutil.which("docker-compose") is not None, "docker-compose", recommends=False)
+    say("docker-compose ready")
+
+
 def main() -> None:
-    action = sys.argv[1] if len(sys.argv) > 1 else "up"
+    for action in sys.argv[1:] or ["up"]:
+        run_action(action)
+
+
+def run_action(action: str) -> None:
     if action == "up":
         pg_up()
         redis_up()
@@ -401,8 +416,10 @@ def main() -> None:
         say("services down")
     elif action == "browser":
         browser_up()
+    elif action == "compose":
+        compose_up()
     else:
-        fail(f"unknown action {action!r}: use up, down or browser")
+        fail(f"unknown action {action!r}: use up, down, browser or compose")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ WSGI_APPLICATION = "project.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "project" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -241,6 +241,13 @@ APPROVE_GAS_WITHOUT_ESTIMATE = env.int("APPROVE_GAS_WITHOUT_ESTIMATE", default=8
 VALIDATE_BATCH_SIZE = env.int("VALIDATE_BATCH_SIZE", default=16)
 # A non-terminal trade untouched this long has its step re-enqueued by recover_stalled_trades.
 TRADE_STALL_SECONDS = env.int("TRADE_STALL_SECONDS", default=60)
+# How many times in a row the holder of a wallet's lock (its validator, its broadcaster) tries a
+# failed round again in place, after a short pause, when the error heals (contention, an RPC error),
+# before it lets go and its task is retried: the wallet's other trades wait on that holder.
+HOLDER_RETRIES_IN_PLACE = env.int("HOLDER_RETRIES_IN_PLACE", default=5)
+# A proposed scope's fee budget per transaction, when the owner gives none: its max fee per gas
+# times this much gas (a V2 swap with an approve uses about 200,000).
+SCOPE_FEE_BUDGET_DEFAULT_GAS = env.int("SCOPE_FEE_BUDGET_DEFAULT_GAS", default=600_000)
 # A broadcast transaction unmined after this many blocks gets a replacement with both fees raised
 # by REPLACEMENT_BUMP_BPS (1250 = 12.5%), capped by the scope.
 REPLACE_AFTER_BLOCKS = env.int("REPLACE_AFTER_BLOCKS", default=5)
@@ -388,6 +395,9 @@ MARKET_CANDLE_RETENTION_DAYS = env.int("MARKET_CANDLE_RETENTION_DAYS", default=7
 
 # --- ML advisory (issue 8) ------------------------------------------------------------------
 # Advice only: nothing in apps.ml can start, size or sign a trade. Only the ml worker imports torch.
+# False (ML_ENABLED=0, the t3.micro profile): PyTorch is not installed (requirements-ml.txt), the ml
+# worker does not run and health does not expect one.
+ML_ENABLED = env.bool("ML_ENABLED", default=True)
 # Trained weights (with their sha256 recorded in the database) and backtest charts live here.
 ML_MODEL_DIR = env.str("ML_MODEL_DIR", default=str(BASE_DIR / "var" / "ml" / "models"))
 ML_BACKTEST_DIR = env.str("ML_BACKTEST_DIR", default=str(BASE_DIR / "var" / "ml" / "backtests"))

@@ -47,7 +47,8 @@ def test_health_503_names_the_broker_when_redis_is_unreachable(settings, redis_c
     assert body["database"]["ok"] is True
 
 
-def test_health_503_names_queues_without_a_live_worker(redis_client):
+def test_health_503_names_queues_without_a_live_worker(redis_client, settings):
+    settings.ML_ENABLED = True  # the ml queue is expected only where ML runs
     worker_heartbeat_write(hostname="execution@test", queues=["execution"])
     body = APIClient().get("/api/v1/health").json()
     assert "queue:execution" not in body["failing"]

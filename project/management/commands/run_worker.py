@@ -30,6 +30,11 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, process, loglevel, **options):
+        if process == str(Queue.ML) and not settings.ML_ENABLED:
+            # The t3.micro profile: PyTorch is not installed and health expects no ml worker. A clean
+            # exit, so systemd and compose (restart: on-failure) leave it stopped.
+            self.stdout.write("ml: ML_ENABLED is off; the ml worker does not run")
+            return
         if process != "beat":
             pool_of(Queue(process))  # a configuration error first, before any connection
         try:
