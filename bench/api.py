@@ -70,7 +70,7 @@ def seed(tmp: Path) -> dict:
         factory="0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
     )
     user = get_user_model().objects.create(username="bench")
-    raw = api_token_create(user=user, name="bench").raw
+    raw = api_token_create(user=user, name="bench", level="trade").raw  # reads and trade creation
     wallet = wallet_create(owner=user, label="bench", key_backend="keystore")
     wallet = signer.wallet_key_create(wallet_id=wallet.pk)
     trade = signing_trade(wallet, state="SIGNING")

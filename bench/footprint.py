@@ -381,7 +381,7 @@ def seed(url: str) -> dict:
 
     Chain.objects.update(confirmations_required=1)
     user = get_user_model().objects.create(username="footprint")
-    token = api_token_create(user=user, name="footprint").raw
+    token = api_token_create(user=user, name="footprint", level="trade").raw  # submits trades
     wallet = funded_pkcs11_wallet(url=url, owner=user, label="footprint")
     return {
         "token": token,

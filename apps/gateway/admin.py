@@ -1,4 +1,5 @@
-"""API tokens in the admin: issue (the raw value is shown once), list with last use, revoke."""
+"""API tokens in the admin: issue with a level (the raw value is shown once), list with level and last
+use, revoke. A token's level is fixed at issue: to change it, revoke the token and issue another."""
 
 from django import forms
 from django.contrib import admin, messages
@@ -10,7 +11,7 @@ from apps.gateway.services import api_token_create, api_token_revoke
 class ApiTokenForm(forms.ModelForm):
     class Meta:
         model = ApiToken
-        fields = ("user", "name")
+        fields = ("user", "name", "level")
 
     def clean(self):
         data = super().clean()
@@ -24,14 +25,14 @@ class ApiTokenForm(forms.ModelForm):
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     form = ApiTokenForm
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("revoked_at",)
-    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "user", "level", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("level", "revoked_at")
+    fields = ("user", "name", "level", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
     def get_readonly_fields(self, request, obj=None):
-        return self.readonly_fields if obj is None else ("user", "name", *self.readonly_fields)
+        return self.readonly_fields if obj is None else ("user", "name", "level", *self.readonly_fields)
 
     def has_delete_permission(self, request, obj=None):
         return False  # revoke instead, so the list keeps the history
@@ -39,7 +40,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return
-        issued = api_token_create(user=obj.user, name=obj.name)
+        issued = api_token_create(user=obj.user, name=obj.name, level=obj.level)
         obj.pk = issued.token.pk
         messages.warning(request, f"Copy this token now, it is not shown again: {issued.raw}")
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
-from apps.gateway.models import ApiToken
+from apps.gateway.models import LEVEL_ORDER, ApiToken
 from project.db import is_retryable
 
 TOKEN_PREFIX = "cst_"  # noqa: S105 - a public marker, not a secret
@@ -31,13 +31,21 @@ def token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_create(*, user, name: str) -> IssuedToken:
-    """Issue a token for one device; the raw value exists only in the return value."""
+def api_token_create(*, user, name: str, level: str) -> IssuedToken:
+    """Issue a token of `level` (a TokenLevel; every caller names it, there is no default) for one
+    device; the raw value exists only in the return value. Whether the caller may issue that level is
+    the caller's check (the API: apps.gateway.api.serializers.ApiTokenCreateInput)."""
+    if level not in LEVEL_ORDER:
+        raise ValueError(f"unknown token level {level!r}")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
         with transaction.atomic():
             token = ApiToken.objects.create(
-                user=user, name=name, prefix=raw[: len(TOKEN_PREFIX) + 6], key_hash=token_hash(raw)
+                user=user,
+                name=name,
+                level=level,
+                prefix=raw[: len(TOKEN_PREFIX) + 6],
+                key_hash=token_hash(raw),
             )
     except IntegrityError as exc:
         raise TokenNameTaken(f"a live token named {name!r} already exists") from exc

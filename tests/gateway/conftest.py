@@ -10,6 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.chain.models import Chain, Dex, Token
+from apps.gateway.models import TokenLevel
 from apps.gateway.services import api_token_create
 from apps.signing import services as signer
 from apps.trades.real_money_transaction_manager import trade_submit
@@ -32,11 +33,20 @@ def registry(db):
 
 
 class Owner:
-    def __init__(self, username: str):
+    """A user with one token (`manage` unless named: the tests act as the owner) and a client for it."""
+
+    def __init__(self, username: str, level: str = TokenLevel.MANAGE):
         self.user = UserFactory(username=username)
-        self.issued = api_token_create(user=self.user, name="phone")
+        self.issued = api_token_create(user=self.user, name="phone", level=level)
         self.client = APIClient()
         self.client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.issued.raw}")
+
+    def client_of_level(self, level: str, name: str | None = None) -> APIClient:
+        """A client with another token of this owner, of `level`."""
+        issued = api_token_create(user=self.user, name=name or f"device-{level}", level=level)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw}")
+        return client
 
     def active_wallet(self, label: str = "main"):
         """A wallet as the signer leaves it: key created in the keystore, address recorded, active."""

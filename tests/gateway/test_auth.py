@@ -141,7 +141,7 @@ def test_throttling_is_per_token_with_retry_after(alice, bob, settings):
     assert 1 <= int(response.headers["Retry-After"]) <= 60
     # A second token of the same owner, and another owner, have their own budgets.
     assert bob.client.get("/api/v1/ping").status_code == 200
-    other = api_token_create(user=alice.user, name="desktop").raw
+    other = api_token_create(user=alice.user, name="desktop", level="read").raw
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {other}")
     assert client.get("/api/v1/ping").status_code == 200

@@ -11,15 +11,20 @@ from rest_framework.response import Response
 from apps.chain.api import serializers as s
 from apps.chain.models import Chain, Dex, Token
 from apps.gateway.api.base import GatewayView, validated_query
+from apps.gateway.models import TokenLevel
 
 
 class ChainListView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(responses={200: s.ChainOutput(many=True)})
     def get(self, request):
         return Response(s.ChainOutput(Chain.objects.order_by("chain_id"), many=True).data)
 
 
 class TokenListView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(parameters=[s.ChainFilterQuery], responses={200: s.TokenOutput(many=True)})
     def get(self, request):
         query = validated_query(s.ChainFilterQuery, request)
@@ -30,6 +35,8 @@ class TokenListView(GatewayView):
 
 
 class DexListView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(parameters=[s.ChainFilterQuery], responses={200: s.DexOutput(many=True)})
     def get(self, request):
         query = validated_query(s.ChainFilterQuery, request)

@@ -13,7 +13,8 @@ from rest_framework.response import Response
 from apps.gateway import selectors
 from apps.gateway.api import serializers as s
 from apps.gateway.api.base import GatewayView
-from apps.gateway.models import ApiToken
+from apps.gateway.auth import PUBLIC
+from apps.gateway.models import ApiToken, TokenLevel
 from apps.gateway.services import api_token_create, api_token_revoke
 from apps.gateway.validation_2026 import EmptyInput
 
@@ -27,6 +28,7 @@ class HealthView(GatewayView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes: list = []
+    required_levels = {"GET": PUBLIC}
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
     def get(self, request):
@@ -37,6 +39,8 @@ class HealthView(GatewayView):
 class PingView(GatewayView):
     """A trivial authenticated read: the baseline bench/api.py measures the other endpoints against."""
 
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         return Response({"ok": True})
@@ -46,7 +50,11 @@ class PingView(GatewayView):
 
 
 class ApiTokenListView(GatewayView):
+    """The owner's device tokens. A new token's `level` defaults to `read`, the least, and may not be
+    above the calling token's own."""
+
     input_serializer_class = s.ApiTokenCreateInput
+    required_levels = {"GET": TokenLevel.READ, "POST": TokenLevel.MANAGE}
 
     @extend_schema(responses={200: s.ApiTokenOutput(many=True)})
     def get(self, request):
@@ -55,13 +63,16 @@ class ApiTokenListView(GatewayView):
 
     @extend_schema(request=s.ApiTokenCreateInput, responses={201: s.ApiTokenIssuedOutput})
     def post(self, request):
-        issued = api_token_create(user=request.user, name=self.validated["name"])
+        issued = api_token_create(
+            user=request.user, name=self.validated["name"], level=self.validated["level"]
+        )
         body = {**s.ApiTokenOutput(issued.token).data, "token": issued.raw}
         return Response(body, status=status.HTTP_201_CREATED)
 
 
 class ApiTokenRevokeView(GatewayView):
     input_serializer_class = EmptyInput
+    required_levels = {"POST": TokenLevel.MANAGE}
 
     @extend_schema(request=None, responses={200: s.ApiTokenOutput})
     def post(self, request, token_id: int):

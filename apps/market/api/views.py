@@ -8,9 +8,10 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.chain.models import Chain
+from apps.gateway.api.base import GatewayView
+from apps.gateway.models import TokenLevel
 from apps.market import selectors
 from apps.market.api import serializers as s
 from apps.market.reference import asset_reference
@@ -26,7 +27,9 @@ def _token(query: dict):
     return token
 
 
-class MarketPriceView(APIView):
+class MarketPriceView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(parameters=[s.TokenQuerySerializer], responses=s.PriceOutSerializer)
     def get(self, request):
         query = s.TokenQuerySerializer(data=request.query_params)
@@ -35,7 +38,9 @@ class MarketPriceView(APIView):
         return Response(s.PriceOutSerializer(reference).data)
 
 
-class MarketHistoryView(APIView):
+class MarketHistoryView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(parameters=[s.HistoryQuerySerializer], responses=s.CandleOutSerializer(many=True))
     def get(self, request):
         query = s.HistoryQuerySerializer(data=request.query_params)

@@ -8,9 +8,10 @@ from django.db.models.functions import Lower
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.chain.models import Chain, Token
+from apps.gateway.api.base import GatewayView
+from apps.gateway.models import TokenLevel
 from apps.ml import selectors
 from apps.ml.api import serializers as s
 from apps.ml.models import Advice
@@ -27,7 +28,9 @@ def _token(chain: Chain, address: str, field: str) -> Token:
     return token
 
 
-class AdviceListView(APIView):
+class AdviceListView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(parameters=[s.AdviceQuerySerializer], responses=s.AdviceOutSerializer(many=True))
     def get(self, request):
         query = s.AdviceQuerySerializer(data=request.query_params)
@@ -48,7 +51,9 @@ class AdviceListView(APIView):
         return Response(s.AdviceOutSerializer(rows, many=True).data)
 
 
-class ModelVersionListView(APIView):
+class ModelVersionListView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(responses=s.ModelVersionOutSerializer(many=True))
     def get(self, request):
         return Response(s.ModelVersionOutSerializer(selectors.active_model_versions(), many=True).data)
