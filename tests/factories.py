@@ -13,10 +13,44 @@ from apps.chain.calldata import APPROVE, SWAP_EXACT_TOKENS_FOR_TOKENS, encode_ca
 from apps.chain.models import Dex, Token
 from apps.chain.txcodec import payload_hash
 from apps.trades.models import ChainTransaction, Trade
+from apps.wallets.authority import scope_typed_data
 from apps.wallets.models import PermissionScope, Wallet
-from apps.wallets.services import nonce_allocate, scope_grant
+from apps.wallets.services import authority_add, nonce_allocate, scope_propose, scope_signature_attach
 
 GWEI = 10**9
+# The owner's authority key in tests: held only by the test, as a phone would hold it. Test-only.
+TEST_AUTHORITY_KEY = "0x" + "a1" * 32
+
+
+# Nobody's authority key: a key an attacker or a mistaken device might sign with.
+STRANGER_AUTHORITY_KEY = "0x" + "b2" * 32
+
+
+def eth_sign_typed_data(document: dict, key: str = TEST_AUTHORITY_KEY) -> str:
+    """An EIP-712 signature of `document`, made with eth-account (an implementation independent of
+    apps.wallets.authority), as a wallet's eth_signTypedData_v4 would make it."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    signed = Account.sign_message(encode_typed_data(full_message=document), key)
+    return "0x" + signed.signature.hex().removeprefix("0x")
+
+
+def owner_signature(scope: PermissionScope, key: str = TEST_AUTHORITY_KEY) -> str:
+    """The owner's signature over the scope's typed data."""
+    return eth_sign_typed_data(scope_typed_data(scope), key)
+
+
+def authority_address(key: str = TEST_AUTHORITY_KEY) -> str:
+    from eth_account import Account
+
+    return Account.from_key(key).address
+
+
+def sign_scope(scope: PermissionScope, key: str = TEST_AUTHORITY_KEY) -> PermissionScope:
+    """Register `key` as an authority key of the wallet's owner (if it is not yet) and sign the scope."""
+    authority_add(owner=scope.wallet.owner, address=authority_address(key))
+    return scope_signature_attach(scope=scope, signature=owner_signature(scope, key))
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -47,12 +81,10 @@ def grant_scope(wallet: Wallet, **overrides) -> PermissionScope:
         "valid_from": now - timedelta(minutes=1),
         "valid_until": now + timedelta(days=1),
     }
+    signed = overrides.pop("signed", True)
     params.update(overrides)
-    scope = scope_grant(**params)
-    # scope_grant (apps.wallets.services) does not take the flag yet: set it on the new row.
-    PermissionScope.objects.filter(pk=scope.pk).update(allow_onchain_only_pricing=onchain_only)
-    scope.allow_onchain_only_pricing = onchain_only
-    return scope
+    scope = scope_propose(allow_onchain_only_pricing=onchain_only, **params)
+    return sign_scope(scope) if signed else scope
 
 
 def walk_to(trade: Trade, state: str) -> Trade:

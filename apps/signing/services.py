@@ -27,7 +27,7 @@ from apps.signing.backends.base import KeyBackend, KeyBackendError, KeyBackendUn
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.signing.txsign import sign_transaction
 from apps.trades.models import ChainTransaction, Trade, TradeState
-from apps.wallets.models import NonceCursor, SpendLedgerEntry, Wallet
+from apps.wallets.models import AuthorityKey, NonceCursor, SpendLedgerEntry, Wallet
 from apps.wallets.scope import ScopeState, active_scopes_query, scope_check, spent_usd_query
 from project.db import serializable_attempts
 from project.locks import Advisory
@@ -93,8 +93,17 @@ def trade_sign_batch(requests: list[Request], *, companions: int = 0) -> dict[Re
     exactly as on its own: a refusal refuses that request only, and the batch's own signatures count
     against the caps and nonces of the requests after it.
 
-    With `companions`, up to that many other waiting requests join the batch (pending_requests)."""
+    With `companions`, up to that many other waiting requests join the batch (pending_requests):
+    only requests whose key lives in the HSM, and only when every requested key does too. A backend
+    that loads a key into the process (keystore, Vault KV) signs one request per task, so the child
+    that held the key is recycled before the signer takes the next request."""
     requests = list(dict.fromkeys((int(t), int(a)) for t, a in requests))
+    if companions and (
+        Trade.objects.filter(pk__in=[t for t, _ in requests])
+        .exclude(wallet__key_backend=Wallet.Backend.PKCS11)
+        .exists()
+    ):
+        companions = 0
     try:
         for tx_attempt in serializable_attempts(label="trade_sign"):
             with tx_attempt:
@@ -141,15 +150,20 @@ def _lock_requests(requests: list[Request]) -> None:
 
 
 def pending_requests(*, limit: int, exclude: list[Request]) -> list[Request]:
-    """Up to `limit` other requests waiting for the signer: trades in SIGNING whose frozen
-    transactions carry no signature and no refusal yet, and that no other signer is judging. Signing
+    """Up to `limit` other requests waiting for the signer: trades of HSM wallets in SIGNING whose
+    frozen transactions carry no signature and no refusal yet, and that no other signer is judging. Signing
     one early is exactly what its own request would do (a request names only the ids; everything
     is judged from the database), and its own request, when it arrives, finds the work done."""
     if limit <= 0:
         return []
     refused = SigningRefusal.objects.filter(trade_id=OuterRef("trade_id"), attempt=OuterRef("attempt"))
     rows = list(
-        ChainTransaction.objects.filter(trade__state=TradeState.SIGNING, signing_record__isnull=True)
+        ChainTransaction.objects.filter(
+            trade__state=TradeState.SIGNING,
+            signing_record__isnull=True,
+            # Keys that never enter the process only (trade_sign_batch).
+            trade__wallet__key_backend=Wallet.Backend.PKCS11,
+        )
         .exclude(trade_id__in={t for t, _ in exclude})
         .exclude(Exists(refused))
         .values_list("trade_id", "attempt")
@@ -309,6 +323,11 @@ class _BatchState(ScopeState):
         self._scopes: dict[tuple[int, int], list] = {pair: [] for pair in pairs}
         for scope in active_scopes_query(now=now).filter(wallet_id__in=wallets, chain_id__in=chains):
             self._scopes.setdefault((scope.wallet_id, scope.chain_id), []).append(scope)
+        owners = {t.wallet.owner_id for t in trades}
+        self._authorities: dict[int, set[str]] = {owner: set() for owner in owners}
+        keys = AuthorityKey.objects.filter(owner_id__in=owners, removed_at__isnull=True)
+        for owner_id, address in keys.values_list("owner_id", "address"):
+            self._authorities[owner_id].add(address)
         capped = [s.pk for scopes in self._scopes.values() for s in scopes if s.daily_volume_usd is not None]
         self._spent: dict[tuple[int, int], Decimal] = {}  # (scope, trade) -> notional
         self._spent_total: dict[int, Decimal] = {}
@@ -327,6 +346,9 @@ class _BatchState(ScopeState):
 
     def scopes(self, *, wallet, chain, now) -> list:
         return self._scopes.get((wallet.pk, chain.pk), [])
+
+    def authorities(self, *, owner_id: int) -> frozenset[str]:
+        return frozenset(self._authorities.get(owner_id, ()))
 
     def spent_usd(self, *, scope, trade, now) -> Decimal:
         return self._spent_total.get(scope.pk, Decimal(0)) - self._spent.get((scope.pk, trade.pk), Decimal(0))

@@ -1,12 +1,26 @@
 """Wallets and scopes in the admin: key references are read-only and key material has no field at all.
-New wallets and scopes go through the services (the signer makes the key; a grant freezes the
-router); a scope is never edited, only revoked, after a confirmation."""
+New wallets and scopes go through the services (the signer makes the key; a proposal freezes every
+address and limit); a proposed scope shows the exact typed data its owner signs and takes the pasted
+signature; a scope is never edited, only revoked, after a confirmation. Authority keys are shown
+read-only: they are registered on the signer's host (manage.py authority_add)."""
 
+import json
+
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.html import format_html
 
-from apps.wallets.models import NonceCursor, PermissionScope, Wallet
-from apps.wallets.services import ScopeError, scope_grant, scope_revoke, wallet_create
+from apps.wallets.authority import scope_typed_data
+from apps.wallets.models import AuthorityKey, NonceCursor, PermissionScope, Wallet
+from apps.wallets.services import (
+    ScopeError,
+    scope_propose,
+    scope_revoke,
+    scope_signature_attach,
+    wallet_create,
+)
 from project.admin_confirm import confirmation_page, confirmed
 
 
@@ -64,11 +78,23 @@ class PermissionScopeAdmin(admin.ModelAdmin):
         "token_in",
         "token_out",
         "max_amount_in",
-        "active",
+        "status",
         "valid_until",
     )
     list_filter = ("active", "chain")
-    readonly_fields = ("chain", "router", "active", "revoked_at", "created_at")
+    readonly_fields = (
+        "status",
+        "typed_data",
+        "chain",
+        "router",
+        "revision",
+        "signed_by",
+        "signed_at",
+        "signature",
+        "active",
+        "revoked_at",
+        "created_at",
+    )
     actions = ["revoke"]
     GRANT_FIELDS = (
         "wallet",
@@ -84,12 +110,24 @@ class PermissionScopeAdmin(admin.ModelAdmin):
         "max_slippage_bps",
         "max_fee_per_gas",
         "max_priority_fee_per_gas",
+        "fee_budget_wei",
         "valid_from",
         "valid_until",
     )
 
+    @admin.display(description="status")
+    def status(self, obj):
+        return obj.status_at(timezone.now())
+
+    @admin.display(description="what the owner signs (EIP-712 typed data)")
+    def typed_data(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(scope_typed_data(obj), indent=2))
+
     def get_fields(self, request, obj=None):
-        return self.GRANT_FIELDS if obj is None else (*self.GRANT_FIELDS, *self.readonly_fields)
+        if obj is None:
+            return self.GRANT_FIELDS
+        sign = ("owner_signature",) if not obj.signature else ()
+        return (*sign, *self.readonly_fields, *self.GRANT_FIELDS)
 
     def get_readonly_fields(self, request, obj=None):
         # A granted scope is immutable: widen or narrow it by revoking and granting anew.
@@ -99,6 +137,9 @@ class PermissionScopeAdmin(admin.ModelAdmin):
         return False  # revoke instead: the ledger keeps pointing at the scope
 
     def get_form(self, request, obj=None, **kwargs):
+        if obj is not None and not obj.signature:
+            kwargs["form"] = _SignatureForm
+            kwargs["fields"] = ("owner_signature",)
         form = super().get_form(request, obj, **kwargs)
         if obj is None:
             form.clean = _grant_clean(form.clean)
@@ -106,9 +147,13 @@ class PermissionScopeAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
+            if getattr(form, "signed", None) is not None:
+                messages.success(request, f"scope {obj.pk} signed by {form.signed.signed_by}: it is active")
             return
         obj.pk = form.granted.pk
-        messages.success(request, f"granted scope {obj.pk}")
+        messages.success(
+            request, f"proposed scope {obj.pk}: it allows nothing until its owner signs the typed data shown"
+        )
 
     def save_related(self, request, form, formsets, change):
         if change:
@@ -131,6 +176,31 @@ class PermissionScopeAdmin(admin.ModelAdmin):
         return None
 
 
+class _SignatureForm(forms.ModelForm):
+    """A proposed scope's page: the owner's signature, pasted, is checked when the form is validated."""
+
+    owner_signature = forms.CharField(
+        required=False,
+        help_text="0x… signature of the typed data below (eth_signTypedData_v4 by an authority key)",
+        widget=forms.TextInput(attrs={"size": 140}),
+    )
+
+    class Meta:
+        model = PermissionScope
+        fields = ("owner_signature",)
+
+    def clean(self):
+        data = super().clean()
+        signature = (data.get("owner_signature") or "").strip()
+        self.signed = None
+        if signature:
+            try:
+                self.signed = scope_signature_attach(scope=self.instance, signature=signature)
+            except ScopeError as exc:
+                raise ValidationError({"owner_signature": str(exc).split(": ", 1)[-1]}) from exc
+        return data
+
+
 def _grant_clean(original_clean):
     """Grant through the service while the form is validated, so its refusal shows on the field."""
 
@@ -143,8 +213,9 @@ def _grant_clean(original_clean):
         fields["max_amount_in"] = int(fields["max_amount_in"])
         fields["max_fee_per_gas"] = int(fields["max_fee_per_gas"])
         fields["max_priority_fee_per_gas"] = int(fields["max_priority_fee_per_gas"])
+        fields["fee_budget_wei"] = int(fields["fee_budget_wei"]) if fields.get("fee_budget_wei") else None
         try:
-            form.granted = scope_grant(wallet=data["wallet"], **fields)
+            form.granted = scope_propose(wallet=data["wallet"], **fields)
         except ScopeError as exc:
             raise ValidationError({exc.field: str(exc).split(": ", 1)[-1]}) from exc
         return data
@@ -156,3 +227,21 @@ def _grant_clean(original_clean):
 class NonceCursorAdmin(admin.ModelAdmin):
     list_display = ("wallet", "chain", "next_nonce", "updated_at")
     readonly_fields = ("wallet", "chain", "next_nonce", "updated_at")
+
+
+@admin.register(AuthorityKey)
+class AuthorityKeyAdmin(admin.ModelAdmin):
+    """Read-only: an authority key is registered and removed only on the signer's host."""
+
+    list_display = ("address", "owner", "label", "created_at", "removed_at")
+    list_filter = ("removed_at",)
+    readonly_fields = ("owner", "address", "label", "created_at", "removed_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -45,16 +45,66 @@ class Wallet(models.Model):
         return f"{self.label} ({self.address or self.status})"
 
 
+class ScopeStatus(models.TextChoices):
+    PROPOSED = "proposed"
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class AuthorityKey(models.Model):
+    """An Ethereum address whose private key lives on one of the owner's devices (a hardware wallet,
+    a browser wallet, the phone, a keystore file for development). A scope counts only when one of
+    its owner's current authority keys signed it. Written only by `manage.py authority_add` /
+    `authority_remove` on the signer's host, through a database role neither the web nor the engine
+    has; every other process reads it."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="authority_keys"
+    )
+    address = models.CharField(max_length=42, help_text="EIP-55 checksummed")
+    label = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "address"],
+                condition=models.Q(removed_at__isnull=True),
+                name="authority_key_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} of {self.owner_id}"
+
+
 class PermissionScope(models.Model):
-    """What the owner allows a wallet to sign on one chain and router. Revocation is immediate."""
+    """What the owner allows a wallet to sign on one chain and router: EIP-712 typed data built from
+    this row's own frozen fields (apps/wallets/authority.py), signed by one of the owner's authority
+    keys. PROPOSED until a valid signature is attached; the signer verifies the signature against the
+    row's fields on every request, so an edit after signing signs nothing. Revocation is immediate
+    and needs no signature (narrowing); anything wider is a new scope the owner signs."""
 
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="scopes")
     chain = models.ForeignKey("chain.Chain", on_delete=models.PROTECT)
     dex = models.ForeignKey("chain.Dex", on_delete=models.PROTECT)
-    # Frozen at grant time, so editing a Dex row cannot widen a scope.
+    # Frozen at proposal from the registry rows (display data): these, never a row id, are what the
+    # owner signs and what the signer checks.
     router = models.CharField(max_length=42)
     token_in = models.ForeignKey("chain.Token", on_delete=models.PROTECT, related_name="+")
     token_out = models.ForeignKey("chain.Token", on_delete=models.PROTECT, related_name="+")
+    wallet_address = models.CharField(max_length=42, default="")
+    chain_id_signed = models.PositiveBigIntegerField(default=0, help_text="the chain id the owner signed")
+    token_in_address = models.CharField(max_length=42, default="")
+    token_out_address = models.CharField(max_length=42, default="")
+    token_in_decimals = models.PositiveSmallIntegerField(default=18)
+    token_out_decimals = models.PositiveSmallIntegerField(default=18)
+    # A USD-pegged token counts one USD per whole token against the USD caps.
+    token_in_usd_pegged = models.BooleanField(default=False)
+    token_out_usd_pegged = models.BooleanField(default=False)
     allow_reverse = models.BooleanField(default=False, help_text="also token_out -> token_in")
     allowed_selectors = ArrayField(models.CharField(max_length=10), default=list)
     max_amount_in = models.DecimalField(**UINT, help_text="base units of the input token, per trade")
@@ -70,8 +120,18 @@ class PermissionScope(models.Model):
     )
     max_fee_per_gas = models.DecimalField(**UINT, help_text="wei")
     max_priority_fee_per_gas = models.DecimalField(**UINT, help_text="wei")
+    fee_budget_wei = models.DecimalField(
+        **UINT,
+        default=0,
+        blank=True,
+        help_text="the most one transaction may spend on fees: gas limit x max fee per gas (wei)",
+    )
     valid_from = models.DateTimeField()
     valid_until = models.DateTimeField()
+    revision = models.PositiveIntegerField(default=1)
+    signature = models.CharField(max_length=132, blank=True, default="", help_text="0x r s v, 65 bytes")
+    signed_by = models.CharField(max_length=42, blank=True, default="", help_text="recovered when attached")
+    signed_at = models.DateTimeField(null=True, blank=True)
     active = models.BooleanField(default=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -90,6 +150,14 @@ class PermissionScope(models.Model):
 
     def __str__(self) -> str:
         return f"scope {self.pk} of wallet {self.wallet_id}"
+
+    def status_at(self, now) -> str:
+        """proposed (unsigned), active, revoked or expired, as of `now`."""
+        if not self.active or self.revoked_at is not None:
+            return ScopeStatus.REVOKED
+        if not self.signature:
+            return ScopeStatus.PROPOSED
+        return ScopeStatus.EXPIRED if self.valid_until <= now else ScopeStatus.ACTIVE
 
 
 class NonceCursor(models.Model):

@@ -23,8 +23,8 @@ from apps.chain.calldata import (
     Swap,
     decode_call,
 )
-from apps.chain.models import Token
-from apps.wallets.models import NonceCursor, PermissionScope, SpendLedgerEntry
+from apps.wallets.authority import SignatureError, scope_signer
+from apps.wallets.models import AuthorityKey, NonceCursor, PermissionScope, SpendLedgerEntry
 
 CANCEL_DATA = ("0x", "")
 
@@ -44,16 +44,12 @@ class ScopeDecision:
         return "; ".join(f"{code}: {detail}" for code, detail in self.reasons)
 
 
-def usd_price(token: Token) -> Decimal | None:
-    """USD per whole token, or None when Custos has no independent price for it yet."""
-    return Decimal(1) if token.is_stablecoin else None
-
-
-def notional_of(token: Token, amount: int) -> Decimal | None:
-    price = usd_price(token)
-    if price is None:
+def notional_of(*, decimals: int, usd_pegged: bool, amount: int) -> Decimal | None:
+    """The USD value of `amount` base units of a token the owner signed as USD-pegged (one USD per
+    whole token, at the decimals the owner signed), or None: no USD value Custos can vouch for."""
+    if not usd_pegged:
         return None
-    return (Decimal(amount) / (Decimal(10) ** token.decimals) * price).quantize(Decimal("0.000001"))
+    return (Decimal(amount) / (Decimal(10) ** decimals)).quantize(Decimal("0.000001"))
 
 
 def active_scopes_query(*, now: datetime):
@@ -85,6 +81,14 @@ class ScopeState:
     def scopes(self, *, wallet, chain, now: datetime) -> list[PermissionScope]:
         return active_scopes(wallet=wallet, chain=chain, now=now)
 
+    def authorities(self, *, owner_id: int) -> frozenset[str]:
+        """The addresses of the owner's current authority keys."""
+        return frozenset(
+            AuthorityKey.objects.filter(owner_id=owner_id, removed_at__isnull=True).values_list(
+                "address", flat=True
+            )
+        )
+
     def spent_usd(self, *, scope, trade, now: datetime) -> Decimal:
         """The scope's 24-hour volume, not counting `trade`'s own entry."""
         total = (
@@ -107,8 +111,11 @@ def scope_check(
     if common:
         return ScopeDecision(False, reasons=common)
     scopes = state.scopes(wallet=trade.wallet, chain=trade.chain, now=now)
+    authorities = state.authorities(owner_id=trade.wallet.owner_id) if scopes else frozenset()
+    signed_for = {"wallet_address": trade.wallet.address, "chain_id": tx.chain_id, "authorities": authorities}
     if tx.kind == "cancel":
-        return _cancel_decision(trade=trade, tx=tx, scopes=scopes)
+        signed = owner_signed(scopes, wallet=trade.wallet, chain_id=tx.chain_id, state=state)
+        return _cancel_decision(trade=trade, tx=tx, scopes=signed)
     try:
         call = decode_call(tx.data, value=int(tx.value))
     except CalldataError as exc:
@@ -117,11 +124,55 @@ def scope_check(
         return ScopeDecision(False, reasons=[("no_active_scope", "no active, unexpired, unrevoked scope")])
     refusals: list[tuple[str, str]] = []
     for scope in scopes:
-        reasons, notional = _scope_reasons(scope=scope, trade=trade, tx=tx, call=call, now=now, state=state)
+        reasons = authority_reasons(scope, **signed_for)
+        notional = None
+        if not reasons:
+            reasons, notional = _scope_reasons(
+                scope=scope, trade=trade, tx=tx, call=call, now=now, state=state
+            )
         if not reasons:
             return ScopeDecision(True, scope=scope, notional_usd=notional)
         refusals.extend((code, f"scope {scope.pk}: {detail}") for code, detail in reasons)
     return ScopeDecision(False, reasons=refusals)
+
+
+def authority_reasons(
+    scope, *, wallet_address: str, chain_id: int, authorities: frozenset[str]
+) -> list[tuple[str, str]]:
+    """Why a scope row does not count as the owner's word for this transaction: unsigned, its
+    signature does not verify over the row's own fields, it was signed by a key that is not one of
+    the owner's current authority keys, or what was signed names another wallet or chain (a valid
+    signature replayed onto another row). Empty when it counts."""
+    if not scope.signature:
+        return [("scope_unsigned", "the owner has not signed this scope")]
+    try:
+        signer = scope_signer(scope)
+    except SignatureError as exc:
+        return [("scope_signature_invalid", f"the signature does not verify: {exc}")]
+    if scope.signed_by and signer != scope.signed_by:
+        return [("scope_signature_invalid", "the scope's fields changed after it was signed")]
+    if signer not in authorities:
+        return [
+            ("scope_signer_not_authority", f"signed by {signer}, not an authority key of the wallet's owner")
+        ]
+    if scope.wallet_address != wallet_address:
+        return [("scope_wallet_mismatch", f"signed for wallet {scope.wallet_address}")]
+    if int(scope.chain_id_signed) != int(chain_id):
+        return [("scope_chain_mismatch", f"signed for chain {scope.chain_id_signed}")]
+    return []
+
+
+def owner_signed(scopes: list, *, wallet, chain_id: int, state: ScopeState) -> list:
+    """The scopes among `scopes` (of `wallet`) that count as its owner's word."""
+    if not scopes:
+        return []
+    authorities = state.authorities(owner_id=wallet.owner_id)
+    wallet_address = wallet.address
+    return [
+        s
+        for s in scopes
+        if not authority_reasons(s, wallet_address=wallet_address, chain_id=chain_id, authorities=authorities)
+    ]
 
 
 def _common_reasons(*, trade, tx, expected_state: str, state: ScopeState) -> list[tuple[str, str]]:
@@ -147,8 +198,8 @@ def _common_reasons(*, trade, tx, expected_state: str, state: ScopeState) -> lis
 
 def _cancel_decision(*, trade, tx, scopes: list[PermissionScope]) -> ScopeDecision:
     """A cancel moves no value: a zero-value self-transfer replacing one of the trade's transactions,
-    its fees within the highest caps of the wallet's active scopes (or, with none left, at most twice
-    the fees of what it replaces)."""
+    its fees within the highest caps and fee budget of the wallet's active signed scopes (or, with
+    none left, at most twice the fees of what it replaces)."""
     if tx.to != trade.wallet.address or int(tx.value) != 0 or tx.data not in CANCEL_DATA:
         return ScopeDecision(False, reasons=[("cancel_malformed", "a cancel is a zero-value self-transfer")])
     if tx.replaces_id is None or tx.replaces.trade_id != trade.pk:
@@ -164,7 +215,14 @@ def _cancel_decision(*, trade, tx, scopes: list[PermissionScope]) -> ScopeDecisi
         return ScopeDecision(
             False, reasons=[("fee_over_cap", f"cancel fees over the cap {fee_cap}/{tip_cap}")]
         )
+    if scopes and _fee_of(tx) > max(int(s.fee_budget_wei) for s in scopes):
+        return ScopeDecision(False, reasons=[("fee_budget_exceeded", f"cancel may cost {_fee_of(tx)} wei")])
     return ScopeDecision(True)
+
+
+def _fee_of(tx) -> int:
+    """The most the transaction can spend on fees: gas limit x max fee per gas."""
+    return int(tx.gas) * int(tx.max_fee_per_gas)
 
 
 def _fee_reasons(scope: PermissionScope, tx) -> list[tuple[str, str]]:
@@ -178,6 +236,14 @@ def _fee_reasons(scope: PermissionScope, tx) -> list[tuple[str, str]]:
                 f"maxPriorityFeePerGas {tx.max_priority_fee_per_gas} > cap {scope.max_priority_fee_per_gas}",
             )
         )
+    if _fee_of(tx) > int(scope.fee_budget_wei):
+        reasons.append(
+            (
+                "fee_budget_exceeded",
+                f"gas {tx.gas} x maxFeePerGas {tx.max_fee_per_gas} = {_fee_of(tx)} wei "
+                f"> budget {scope.fee_budget_wei}",
+            )
+        )
     return reasons
 
 
@@ -186,7 +252,7 @@ def _scope_reasons(
 ) -> tuple[list[tuple[str, str]], Decimal | None]:
     reasons = _fee_reasons(scope, tx)
     wallet = trade.wallet.address
-    pair_forward = (scope.token_in.address, scope.token_out.address)
+    pair_forward = (scope.token_in_address, scope.token_out_address)
     allowed_paths = {pair_forward} | ({pair_forward[::-1]} if scope.allow_reverse else set())
     path = tuple(trade.path)
     if path not in allowed_paths:
@@ -225,8 +291,12 @@ def _scope_reasons(
         reasons.append(("amount_over_cap", f"amount in {call.amount_in} > cap {scope.max_amount_in}"))
     reasons += _slippage_reasons(scope, trade, call)
     reasons += _deadline_reasons(trade, call, now)
-    token_in = scope.token_in if path and path[0] == scope.token_in.address else scope.token_out
-    notional = notional_of(token_in, call.amount_in)
+    forward = bool(path) and path[0] == scope.token_in_address
+    notional = notional_of(
+        decimals=scope.token_in_decimals if forward else scope.token_out_decimals,
+        usd_pegged=scope.token_in_usd_pegged if forward else scope.token_out_usd_pegged,
+        amount=call.amount_in,
+    )
     reasons += _usd_reasons(scope, trade, notional, now, state)
     return reasons, notional
 

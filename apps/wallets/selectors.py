@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
+from apps.wallets.authority import scope_typed_data
 from apps.wallets.models import PermissionScope, Wallet
 
 GWEI_DECIMALS = 9
@@ -35,7 +37,7 @@ def wallet_of(owner, wallet_id: int) -> Wallet:
 
 def scopes_of(owner, *, wallet: Wallet | None = None) -> QuerySet[PermissionScope]:
     scopes = PermissionScope.objects.filter(wallet__owner=owner).select_related(
-        "chain", "token_in", "token_out"
+        "wallet", "chain", "token_in", "token_out"
     )
     return scopes.filter(wallet=wallet) if wallet is not None else scopes
 
@@ -48,14 +50,14 @@ def scope_view(scope: PermissionScope) -> dict:
     return {
         "id": scope.pk,
         "wallet": scope.wallet_id,
-        "chain_id": scope.chain.chain_id,
+        "chain_id": scope.chain_id_signed,
         "dex": scope.dex_id,
         "router": scope.router,
-        "token_in": scope.token_in.address,
-        "token_out": scope.token_out.address,
+        "token_in": scope.token_in_address,
+        "token_out": scope.token_out_address,
         "allow_reverse": scope.allow_reverse,
         "allow_onchain_only_pricing": scope.allow_onchain_only_pricing,
-        "max_amount_in": units_text(scope.max_amount_in, scope.token_in.decimals),
+        "max_amount_in": units_text(scope.max_amount_in, scope.token_in_decimals),
         "max_slippage_bps": scope.max_slippage_bps,
         "max_fee_per_gas_gwei": units_text(scope.max_fee_per_gas, GWEI_DECIMALS),
         "max_priority_fee_per_gas_gwei": units_text(scope.max_priority_fee_per_gas, GWEI_DECIMALS),
@@ -65,4 +67,10 @@ def scope_view(scope: PermissionScope) -> dict:
         "valid_until": scope.valid_until,
         "active": scope.active,
         "revoked_at": scope.revoked_at,
+        "status": scope.status_at(timezone.now()),
+        "revision": scope.revision,
+        "fee_budget_gwei": units_text(scope.fee_budget_wei, GWEI_DECIMALS),
+        "signed_by": scope.signed_by,
+        "signed_at": scope.signed_at,
+        "typed_data": scope_typed_data(scope),
     }

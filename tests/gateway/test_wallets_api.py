@@ -11,7 +11,9 @@ from django.utils import timezone
 from apps.signing import services as signer
 from apps.signing.models import SigningRefusal
 from apps.wallets.models import PermissionScope, Wallet
-from tests.gateway.conftest import DAI, USDC
+from apps.wallets.services import authority_add
+from tests.factories import STRANGER_AUTHORITY_KEY, authority_address, eth_sign_typed_data
+from tests.gateway.conftest import DAI, ROUTER, USDC
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,3 +115,55 @@ def test_wallet_count_unchanged_by_a_refused_create(alice):
     assert response.status_code == 400
     assert "key_backend" in response.json()["error"]["fields"]
     assert Wallet.objects.count() == 0
+
+
+# --- owner authority: propose, sign with a key only the test holds, attach --------------------------
+
+
+def test_a_proposed_scope_returns_what_to_sign_and_becomes_active_only_with_the_owners_signature(
+    alice, registry
+):
+    authority_add(owner=alice.user, address=authority_address())  # on the signer's host
+    wallet = alice.active_wallet()
+    proposed = alice.client.post(f"/api/v1/wallets/{wallet.pk}/scopes", scope_body(registry), format="json")
+    assert proposed.status_code == 201, proposed.json()
+    scope = proposed.json()
+    assert scope["status"] == "proposed"
+    document = scope["typed_data"]
+    assert document["primaryType"] == "Scope"
+    assert document["message"]["wallet"] == wallet.address
+    assert document["message"]["router"] == ROUTER
+    assert document["message"]["maxAmountIn"] == "1000250000"  # exact base units of dUSDC
+
+    # A signature by a key that is not the owner's: 400 naming the field, still proposed.
+    wrong = alice.client.post(
+        f"/api/v1/scopes/{scope['id']}/signature",
+        {"signature": eth_sign_typed_data(document, STRANGER_AUTHORITY_KEY)},
+        format="json",
+    )
+    assert wrong.status_code == 400
+    assert list(wrong.json()["error"]["fields"]) == ["signature"]
+    assert alice.client.get(f"/api/v1/wallets/{wallet.pk}/scopes").json()[0]["status"] == "proposed"
+
+    # The owner's phone signs exactly the typed data it was shown.
+    signed = alice.client.post(
+        f"/api/v1/scopes/{scope['id']}/signature",
+        {"signature": eth_sign_typed_data(document)},
+        format="json",
+    )
+    assert signed.status_code == 200, signed.json()
+    assert signed.json()["status"] == "active"
+    assert signed.json()["signed_by"] == authority_address()
+
+
+def test_a_malformed_signature_is_a_400_naming_the_field(alice, registry):
+    wallet = alice.active_wallet()
+    scope = alice.client.post(
+        f"/api/v1/wallets/{wallet.pk}/scopes", scope_body(registry), format="json"
+    ).json()
+    for bad in ("0x12", 12, "0x" + "zz" * 65):
+        response = alice.client.post(
+            f"/api/v1/scopes/{scope['id']}/signature", {"signature": bad}, format="json"
+        )
+        assert response.status_code == 400
+        assert list(response.json()["error"]["fields"]) == ["signature"]

@@ -113,7 +113,7 @@ def market_world(market_sources) -> World:
 
     from apps.chain.models import Chain, Dex, Token
     from apps.wallets.models import PermissionScope, Wallet
-    from apps.wallets.services import scope_grant
+    from apps.wallets.services import scope_propose
     from tests.factories import GWEI, UserFactory
 
     chain = Chain.objects.create(chain_id=990_007, name="market test chain")
@@ -139,14 +139,14 @@ def market_world(market_sources) -> World:
         "max_fee_per_gas": 100 * GWEI,
         "max_priority_fee_per_gas": 5 * GWEI,
     }
-    scope = scope_grant(
+    scope = scope_propose(
         token_in=usdc,
         token_out=dai,
         valid_from=now - timedelta(minutes=1),
         valid_until=now + timedelta(days=1),
         **common,
     )
-    expired = scope_grant(
+    expired = scope_propose(
         token_in=weth,
         token_out=usdc,
         valid_from=now - timedelta(days=2),

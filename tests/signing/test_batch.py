@@ -29,6 +29,22 @@ def wallet(deployed_devchain, keystore_settings) -> Wallet:  # noqa: F811
     return services.wallet_key_create(wallet_id=wallet.pk)
 
 
+@pytest.fixture
+def hsm_wallet(deployed_devchain, pkcs11_backend, monkeypatch) -> Wallet:
+    """A wallet whose key lives on the SoftHSM token: the only kind that signs in batches."""
+    from apps.wallets.services import wallet_create
+
+    original = services.backend
+
+    def backend(name: str):
+        return pkcs11_backend if name == "pkcs11" else original(name)
+
+    backend.cache_clear = original.cache_clear
+    monkeypatch.setattr(services, "backend", backend)
+    wallet = wallet_create(owner=UserFactory(), label="batch-hsm", key_backend="pkcs11")
+    return services.wallet_key_create(wallet_id=wallet.pk)
+
+
 def _codes(trade) -> list[str]:
     return list(SigningRefusal.objects.filter(trade=trade).values_list("code", flat=True))
 
@@ -100,7 +116,9 @@ def _other_connection() -> psycopg.Connection:
     )
 
 
-def test_a_sign_request_takes_waiting_trades_along_but_not_refused_or_claimed_ones(wallet):
+@pytest.mark.hsm
+def test_a_sign_request_takes_waiting_trades_along_but_not_refused_or_claimed_ones(hsm_wallet):
+    wallet = hsm_wallet
     grant_scope(wallet)
     asked, waiting, refused, claimed = (signing_trade(wallet) for _ in range(4))
     SigningRefusal.objects.create(trade=refused, attempt=1, code="key_unavailable", detail="earlier refusal")
@@ -123,7 +141,25 @@ def test_a_sign_request_takes_waiting_trades_along_but_not_refused_or_claimed_on
     assert services.trade_sign(trade_id=waiting.pk, attempt=1).records == outcomes[(waiting.pk, 1)].records
 
 
-def test_batch_size_one_takes_nothing_along(wallet, settings):
+def test_a_request_whose_key_the_process_loads_takes_nothing_along(wallet, hsm_wallet):
+    """Keystore (and Vault KV) keys enter the signing child: it signs its own request only, so the
+    child that held the key is recycled before the next request; waiting HSM trades wait for theirs."""
+    grant_scope(wallet)
+    grant_scope(hsm_wallet)
+    asked, hsm_waiting = signing_trade(wallet), signing_trade(hsm_wallet)
+    outcomes = services.trade_sign_batch([(asked.pk, 1)], companions=10)
+    assert set(outcomes) == {(asked.pk, 1)}
+    assert not SigningRecord.objects.filter(trade=hsm_waiting).exists()
+    # And an HSM request does not take a keystore trade along either.
+    keystore_waiting = signing_trade(wallet)
+    outcomes = services.trade_sign_batch([(hsm_waiting.pk, 1)], companions=10)
+    assert set(outcomes) == {(hsm_waiting.pk, 1)}
+    assert not SigningRecord.objects.filter(trade=keystore_waiting).exists()
+
+
+@pytest.mark.hsm
+def test_batch_size_one_takes_nothing_along(hsm_wallet, settings):
+    wallet = hsm_wallet
     grant_scope(wallet)
     asked, waiting = signing_trade(wallet), signing_trade(wallet)
     settings.SIGNER_BATCH_SIZE = 1

@@ -23,7 +23,7 @@ from apps.wallets.services import (
     ScopeError,
     nonce_allocate,
     nonce_release,
-    scope_grant,
+    scope_propose,
     scope_revoke,
     wallet_create,
 )
@@ -304,12 +304,12 @@ def test_releasing_a_nonce_twice_pools_it_once(wallet, registry):
     assert allocate(wallet, chain, count=2) == [1, 4]
 
 
-# --- scope_grant / scope_revoke --------------------------------------------------------------------
+# --- scope_propose / scope_revoke --------------------------------------------------------------------
 
 
 @pytest.mark.django_db
 def test_a_grant_records_the_scope_with_the_router_frozen(wallet, registry):
-    scope = scope_grant(**grant_params(registry, wallet))
+    scope = scope_propose(**grant_params(registry, wallet))
 
     scope.refresh_from_db()
     assert scope.wallet == wallet
@@ -334,7 +334,7 @@ def test_a_grant_records_the_scope_with_the_router_frozen(wallet, registry):
 
 @pytest.mark.django_db
 def test_a_grant_keeps_the_options_it_was_given(wallet, registry):
-    scope = scope_grant(
+    scope = scope_propose(
         **grant_params(
             registry,
             wallet,
@@ -356,7 +356,7 @@ def test_a_grant_keeps_the_options_it_was_given(wallet, registry):
 @pytest.mark.django_db
 @pytest.mark.parametrize("bps", [1, 5000])
 def test_a_grant_accepts_slippage_at_its_bounds(wallet, registry, bps):
-    assert scope_grant(**grant_params(registry, wallet, max_slippage_bps=bps)).max_slippage_bps == bps
+    assert scope_propose(**grant_params(registry, wallet, max_slippage_bps=bps)).max_slippage_bps == bps
 
 
 def _foreign_token(registry) -> Token:
@@ -398,7 +398,7 @@ def test_an_invalid_grant_names_the_field_and_writes_nothing(wallet, registry, c
     field, overrides = INVALID_GRANTS[case]
 
     with pytest.raises(ScopeError) as raised:
-        scope_grant(**grant_params(registry, wallet, **overrides(registry)))
+        scope_propose(**grant_params(registry, wallet, **overrides(registry)))
 
     assert raised.value.field == field
     assert str(raised.value).startswith(f"{field}: ")
@@ -408,8 +408,8 @@ def test_an_invalid_grant_names_the_field_and_writes_nothing(wallet, registry, c
 
 @pytest.mark.django_db
 def test_revoking_a_scope_deactivates_it_at_once_and_only_it(wallet, registry):
-    kept = scope_grant(**grant_params(registry, wallet))
-    revoked = scope_grant(**grant_params(registry, wallet))
+    kept = scope_propose(**grant_params(registry, wallet))
+    revoked = scope_propose(**grant_params(registry, wallet))
     before = timezone.now()
 
     returned = scope_revoke(scope=revoked)

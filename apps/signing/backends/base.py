@@ -7,6 +7,8 @@ recovering the public key for each candidate) happen here, once, for every backe
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import secrets
 from abc import ABC, abstractmethod
@@ -19,6 +21,8 @@ from apps.chain.abi import keccak256, to_checksum_address
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = SECP256K1_N // 2
 KEY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,24 @@ def generate_private_key() -> bytearray:
 
 def wipe(buffer: bytearray) -> None:
     buffer[:] = bytes(len(buffer))
+
+
+def log_key_held(*, backend: str, key_id: str, purpose: str) -> None:
+    """Say which process held a loaded key: written by that process once its buffer is wiped.
+
+    The line names the key by its id (never the key), what it was loaded for, and the process's
+    and its parent's ids. In the signer the process is a pool child replaced after every task
+    (docs/architecture.md, "Key custody"); tests/signing/test_key_lifetime.py reads these lines
+    to prove that child is gone before the signer takes the next request.
+    """
+    logger.info(
+        "%s key %s was held by process %d (parent %d) to %s",
+        backend,
+        key_id,
+        os.getpid(),
+        os.getppid(),
+        purpose,
+    )
 
 
 def address_from_public_key(public_key: bytes) -> str:

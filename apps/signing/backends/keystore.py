@@ -26,6 +26,7 @@ from apps.signing.backends.base import (
     check_digest,
     check_key_id,
     generate_private_key,
+    log_key_held,
     new_key_id,
     normalise_signature,
     rs_from_bytes,
@@ -75,12 +76,13 @@ class KeystoreBackend(KeyBackend):
     def create_key(self, *, label: str) -> KeyRef:
         self._ensure_directory()
         key = generate_private_key()
+        key_id = new_key_id()
         try:
             keyfile = Account.encrypt(bytes(key), self._passphrase(), kdf="scrypt", iterations=self.scrypt_n)
             address = address_from_public_key(PrivateKey(bytes(key)).public_key.format(compressed=False))
         finally:
             wipe(key)
-        key_id = new_key_id()
+            log_key_held(backend=self.name, key_id=key_id, purpose="create it")
         keyfile["custos_label"] = label  # extra top-level fields are ignored by geth and eth-account
         final = self._path(key_id)
         partial = self.directory / f".{key_id}.json.partial"
@@ -131,5 +133,6 @@ class KeystoreBackend(KeyBackend):
             public = private.public_key.format(compressed=False)
         finally:
             wipe(key)
+            log_key_held(backend=self.name, key_id=key_id, purpose="sign")
         r, s = rs_from_bytes(raw)
         return normalise_signature(digest=digest, r=r, s=s, public_key=public, v_hint=raw[64])

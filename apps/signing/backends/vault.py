@@ -34,6 +34,7 @@ from apps.signing.backends.base import (
     check_digest,
     check_key_id,
     generate_private_key,
+    log_key_held,
     new_key_id,
     normalise_signature,
     rs_from_bytes,
@@ -270,6 +271,7 @@ class VaultBackend(KeyBackend):
             )
         finally:
             wipe(key)
+            log_key_held(backend=self.name, key_id=key_id, purpose="create it")
         return KeyRef(backend=self.name, key_id=key_id, address=address)
 
     def _read_key(self, key_id: str) -> bytearray:
@@ -302,6 +304,7 @@ class VaultBackend(KeyBackend):
             return address_from_public_key(PrivateKey(bytes(key)).public_key.format(compressed=False))
         finally:
             wipe(key)
+            log_key_held(backend=self.name, key_id=key_id, purpose="derive its address")
 
     def sign_digest(self, *, key_id: str, digest: bytes) -> Signature:
         digest = check_digest(digest)
@@ -312,5 +315,6 @@ class VaultBackend(KeyBackend):
             public = private.public_key.format(compressed=False)
         finally:
             wipe(key)
+            log_key_held(backend=self.name, key_id=key_id, purpose="sign")
         r, s = rs_from_bytes(raw)
         return normalise_signature(digest=digest, r=r, s=s, public_key=public, v_hint=raw[64])

@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.trades import chainio
 from apps.trades.audit import AuditEntry, audit_append, audit_append_many
 from apps.trades.models import ChainTransaction, Trade, TradeState
-from apps.wallets.scope import active_scopes
+from apps.wallets.scope import FROM_DATABASE, active_scopes, owner_signed
 from project import locks
 from project.db import SerializationRetriesExhausted, is_retryable, serializable_attempts
 from project.queues import TaskName, enqueue_on_commit
@@ -313,7 +313,9 @@ def _replace_stuck(trade: Trade, stuck: list[ChainTransaction], head: int) -> No
             caps = _fee_caps(fresh)
             planned = []
             for old in due:
-                fee = bumped(int(old.max_fee_per_gas), caps[0])
+                # Within the fee budget too: gas limit x max fee per gas.
+                fee_cap = caps[0] if caps[2] is None else min(caps[0], caps[2] // int(old.gas))
+                fee = bumped(int(old.max_fee_per_gas), fee_cap)
                 tip = bumped(int(old.max_priority_fee_per_gas), caps[1])
                 minimum = 10_000 + settings.REPLACEMENT_MIN_BUMP_BPS
                 if (
@@ -344,9 +346,19 @@ def _replace_stuck(trade: Trade, stuck: list[ChainTransaction], head: int) -> No
                 enqueue_on_commit(TaskName.SIGNING_SIGN, fresh.pk, attempt)
 
 
-def _fee_caps(trade: Trade) -> tuple[int | None, int | None]:
-    """The highest fee caps among the wallet's active scopes on this chain (None: no scope left)."""
-    scopes = active_scopes(wallet=trade.wallet, chain=trade.chain, now=timezone.now())
+def _fee_caps(trade: Trade) -> tuple[int | None, int | None, int | None]:
+    """The highest fee caps and fee budget among the wallet's active owner-signed scopes on this
+    chain (None: no scope left): a replacement beyond them would only be refused by the signer."""
+    scopes = owner_signed(
+        active_scopes(wallet=trade.wallet, chain=trade.chain, now=timezone.now()),
+        wallet=trade.wallet,
+        chain_id=trade.chain.chain_id,
+        state=FROM_DATABASE,
+    )
     if not scopes:
-        return None, None
-    return max(int(s.max_fee_per_gas) for s in scopes), max(int(s.max_priority_fee_per_gas) for s in scopes)
+        return None, None, None
+    return (
+        max(int(s.max_fee_per_gas) for s in scopes),
+        max(int(s.max_priority_fee_per_gas) for s in scopes),
+        max(int(s.fee_budget_wei) for s in scopes),
+    )

@@ -293,7 +293,8 @@ def _allowance_spoken_for(trade: Trade, memo: dict) -> bool:
 class _ReadOnce(ScopeState):
     """The scope check's facts, read from the database once: the nonce cursor for all of a trade's
     transactions (judged after its nonce allocation), the active scopes for the whole round (kept in
-    the round's `memo`, keyed by wallet and chain: the first trade's moment is the round's)."""
+    the round's `memo`, keyed by wallet and chain: the first trade's moment is the round's), and the
+    owner's authority keys for the round."""
 
     def __init__(self, memo: dict):
         self._next: dict[tuple, int | None] = {}
@@ -310,6 +311,10 @@ class _ReadOnce(ScopeState):
         return remember(
             self._memo, ("scopes", wallet.pk, chain.pk), lambda: read(wallet=wallet, chain=chain, now=now)
         )
+
+    def authorities(self, *, owner_id: int) -> frozenset[str]:
+        read = super().authorities
+        return remember(self._memo, ("authorities", owner_id), lambda: read(owner_id=owner_id))
 
 
 def _price_sanity(trade: Trade, scope, reserves: tuple[int, int], memo: dict) -> str:

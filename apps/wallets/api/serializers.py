@@ -19,7 +19,7 @@ from apps.gateway.validation_2026 import (
     base_units_of,
     field_error,
 )
-from apps.wallets.models import Wallet
+from apps.wallets.models import ScopeStatus, Wallet
 from apps.wallets.selectors import GWEI_DECIMALS
 
 USD_DECIMALS = 2
@@ -62,8 +62,14 @@ class ScopeGrantInput(StrictSerializer):
     max_priority_fee_per_gas_gwei = DecimalStringField(decimals=GWEI_DECIMALS)
     max_notional_usd = DecimalStringField(decimals=USD_DECIMALS, max_value=MAX_USD, required=False)
     daily_volume_usd = DecimalStringField(decimals=USD_DECIMALS, max_value=MAX_USD, required=False)
-    valid_from = serializers.DateTimeField()
-    valid_until = serializers.DateTimeField()
+    fee_budget_gwei = DecimalStringField(
+        decimals=GWEI_DECIMALS,
+        required=False,
+        help_text="the most one transaction may spend on fees (gas limit x max fee per gas), in gwei; "
+        "default: max_fee_per_gas_gwei x SCOPE_FEE_BUDGET_DEFAULT_GAS",
+    )
+    valid_from = serializers.DateTimeField(help_text="whole seconds are signed: microseconds are dropped")
+    valid_until = serializers.DateTimeField(help_text="whole seconds are signed: microseconds are dropped")
 
     def validate(self, attrs):
         chain = attrs["chain_id"]
@@ -86,9 +92,20 @@ class ScopeGrantInput(StrictSerializer):
             "max_priority_fee_per_gas": base_units_of(attrs, "max_priority_fee_per_gas_gwei", GWEI_DECIMALS),
             "max_notional_usd": attrs.get("max_notional_usd"),
             "daily_volume_usd": attrs.get("daily_volume_usd"),
+            "fee_budget_wei": (
+                base_units_of(attrs, "fee_budget_gwei", GWEI_DECIMALS) if "fee_budget_gwei" in attrs else None
+            ),
             "valid_from": attrs["valid_from"],
             "valid_until": attrs["valid_until"],
         }
+
+
+class ScopeSignatureInput(StrictSerializer):
+    signature = serializers.RegexField(
+        r"^0x[0-9a-fA-F]{130}$",
+        max_length=132,
+        help_text="the eth_signTypedData_v4 signature of the scope's typed_data: 0x + 65 bytes in hex",
+    )
 
 
 # --- outputs ------------------------------------------------------------------------------------------
@@ -124,3 +141,15 @@ class ScopeOutput(serializers.Serializer):
     valid_until = serializers.DateTimeField()
     active = serializers.BooleanField()
     revoked_at = serializers.DateTimeField(allow_null=True)
+    status = serializers.ChoiceField(
+        choices=ScopeStatus.values, help_text="proposed: allows nothing until its owner signs typed_data"
+    )
+    revision = serializers.IntegerField()
+    fee_budget_gwei = amount_field()
+    signed_by = serializers.CharField(
+        allow_blank=True, help_text="the authority key that signed; empty if none"
+    )
+    signed_at = serializers.DateTimeField(allow_null=True)
+    typed_data = serializers.JSONField(
+        help_text="the EIP-712 document the owner signs (eth_signTypedData_v4): every address and limit above"
+    )

@@ -9,5 +9,6 @@ urlpatterns = [
     path("wallets", views.WalletListView.as_view(), name="wallets"),
     path("wallets/<id:wallet_id>", views.WalletDetailView.as_view(), name="wallet"),
     path("wallets/<id:wallet_id>/scopes", views.ScopeListView.as_view(), name="wallet-scopes"),
+    path("scopes/<id:scope_id>/signature", views.ScopeSignatureView.as_view(), name="scope-signature"),
     path("scopes/<id:scope_id>/revoke", views.ScopeRevokeView.as_view(), name="scope-revoke"),
 ]
