@@ -1,5 +1,6 @@
 """Chains, their RPC endpoints, and the tokens, DEXes and pairs Custos trades on them."""
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -16,12 +17,56 @@ class Chain(models.Model):
     # (capped at the number of active endpoints, so a one-endpoint dev chain still settles).
     settlement_quorum = models.PositiveSmallIntegerField(default=2)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A dev chain's epochs (apps/chain/devchain.py: dev_chain_epoch): a restarted Hardhat node is a
+    # new chain, and its trades before `epoch_started_at` are history of the replaced one, neither
+    # watched nor counted by health. None: the first epoch, every trade is current. A real chain
+    # (is_dev off) never starts another epoch.
+    epoch = models.PositiveIntegerField(default=1)
+    epoch_started_at = models.DateTimeField(null=True, blank=True)
+    # A block above genesis (Hardhat's genesis hash can repeat across restarts) recorded when the
+    # dev contracts were deployed: a node whose block there differs is another chain.
+    anchor_block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    anchor_block_hash = models.CharField(max_length=66, blank=True, default="")
 
     class Meta:
         ordering = ["chain_id"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.chain_id})"
+
+    def in_epoch(self, created_at_field: str = "created_at") -> models.Q:
+        """Rows of this chain's current epoch, by the creation time `created_at_field` names (e.g.
+        `trade__created_at` from a chain transaction): everything until a new epoch has started."""
+        if self.epoch_started_at is None:
+            return models.Q()
+        return models.Q(**{f"{created_at_field}__gte": self.epoch_started_at})
+
+
+class ChainEpoch(models.Model):
+    """A dev chain replaced by a new one (a restarted Hardhat node), as `manage.py devchain up` found
+    it: the epoch it started and what it archived of the one before. The replaced chain's block
+    headers and reorg records are deleted (their summary is kept in `archive`); its trades stay, each
+    with a `dev_chain_replaced` audit event, the open ones ended FAILED."""
+
+    chain = models.ForeignKey(Chain, on_delete=models.CASCADE, related_name="epochs")
+    number = models.PositiveIntegerField(help_text="the epoch this started")
+    started_at = models.DateTimeField()
+    reason = models.CharField(max_length=500)
+    archived_headers = models.PositiveIntegerField(default=0)
+    archived_trades = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    # The replaced chain's anchor and watched tip, and its reorg records.
+    archive = models.JSONField(default=dict, blank=True)
+    # Set once the earlier epochs' open trades are ended and the chain's nonce cursors restarted.
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["chain_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "number"], name="chainepoch_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain_id} epoch {self.number}"
 
 
 class RpcEndpoint(models.Model):

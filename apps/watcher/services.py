@@ -157,6 +157,7 @@ def _tick(chain: Chain, pool: RpcPool, report: TickReport) -> None:
         wanted |= set(range(max(0, tip - recheck + 1), tip + 1))
     inclusion = set(
         ChainTransaction.objects.filter(
+            chain.in_epoch("trade__created_at"),
             trade__chain=chain,
             trade__state=TradeState.CONFIRMING,
             receipt_block_number__isnull=False,
@@ -294,9 +295,11 @@ def _store(chain: Chain, headers: list[Header], now) -> None:
 
 def _settle_the_affected(chain: Chain, canonical: dict[int, str], reorg: dict, report: TickReport) -> None:
     """Every recorded receipt whose block hash is no longer the canonical one at its height: the
-    CONFIRMING trade goes back to re-check; a SETTLED one raises FINALITY_VIOLATED."""
+    CONFIRMING trade goes back to re-check; a SETTLED one raises FINALITY_VIOLATED. Trades of a
+    replaced dev chain's earlier epochs (apps/chain/devchain.py) are history, not on this chain."""
     rows = (
         ChainTransaction.objects.filter(
+            chain.in_epoch("trade__created_at"),
             trade__chain=chain,
             trade__state__in=[TradeState.CONFIRMING, TradeState.SETTLED],
             receipt_block_number__in=list(canonical),

@@ -1,4 +1,8 @@
-"""`manage.py devchain up|serve|down|status|fund`: the Hardhat dev chain with Uniswap V2."""
+"""`manage.py devchain up|serve|down|status|fund`: the Hardhat dev chain with Uniswap V2.
+
+`up` (and `serve`) first checks that the node is the chain recorded for its chain id: a restarted
+Hardhat node is a new chain, and a dev chain then starts a new epoch (apps/chain/devchain.py:
+dev_chain_epoch), said in one console line; a chain that is not a dev chain is refused."""
 
 from __future__ import annotations
 
@@ -54,6 +58,13 @@ class Command(BaseCommand):
 
     def do_up(self, **_options) -> None:
         self.ensure_node()
+        # A restarted node is a new chain: a new epoch for a dev chain, before anything is deployed.
+        try:
+            epochs = devchain.dev_chain_epoch(url=self.url)
+        except devchain.RealChainHistoryRefused as exc:
+            raise CommandError(str(exc)) from exc
+        for epoch in epochs:
+            self.say(self.style.WARNING(epoch.line()))
         report = devchain.deploy_devchain(url=self.url, log=self.say)
         state = "deployed" if report.deployed else "unchanged"
         self.say(self.style.SUCCESS(f"dev chain ready on {self.url}: {state}"))

@@ -1,4 +1,5 @@
-"""`manage.py demo_setup`: a demo owner, wallet (key made by the running signer), funds and a scope.
+"""`manage.py demo_setup`: a demo owner, wallet (key made by the running signer), funds, and a scope
+signed by a development authority key kept in var/secrets/ (as an owner's phone would sign it).
 
 Idempotent; development chains only. Used by `make run` before the demo swap."""
 
@@ -18,8 +19,10 @@ from apps.chain import devchain
 from apps.chain.models import Dex, Token
 from apps.chain.rpc import RpcError, rpc_request
 from apps.trades.chainio import endpoint_for
-from apps.wallets.models import NonceCursor, PermissionScope, Wallet
-from apps.wallets.services import scope_grant, wallet_create
+from apps.wallets.authority import scope_typed_data
+from apps.wallets.keyfile import keyfile_address, keyfile_create, sign_typed_data_with_keyfile
+from apps.wallets.models import PermissionScope, Wallet
+from apps.wallets.services import authority_add, scope_propose, scope_signature_attach, wallet_create
 
 GWEI = 10**9
 
@@ -36,9 +39,10 @@ class Command(BaseCommand):
             raise CommandError("no dev chain recorded: run `manage.py devchain up` first")
         owner, _ = get_user_model().objects.get_or_create(username="demo")
         wallet = Wallet.objects.filter(owner=owner, label="demo", active=True).first()
-        if wallet is not None and self._stale(wallet, dex):
-            # The dev chain was restarted (its nonces start again) or this checkout has another
-            # keystore: that wallet cannot trade here any more. Keep it on record, start a new one.
+        if wallet is not None and self._stale(wallet):
+            # This checkout has another keystore: that wallet cannot sign here any more. Keep it on
+            # record, start a new one. (A restarted dev chain is not a reason: `devchain up` started
+            # a new epoch and restarted the chain's nonce cursors; the wallet is funded again below.)
             Wallet.objects.filter(pk=wallet.pk).update(label=f"demo (retired {wallet.pk})", active=False)
             self.stdout.write(f"retired demo wallet {wallet.address}: it does not match this dev chain")
             wallet = None
@@ -62,8 +66,12 @@ class Command(BaseCommand):
         usdc = Token.objects.get(chain=dex.chain, symbol="dUSDC")
         dai = Token.objects.get(chain=dex.chain, symbol="dDAI")
         now = timezone.now()
-        if not PermissionScope.objects.filter(wallet=wallet, active=True, valid_until__gt=now).exists():
-            scope_grant(
+        key_file, password_file = self._authority_key(owner)
+        signed = PermissionScope.objects.filter(
+            wallet=wallet, active=True, revoked_at__isnull=True, valid_until__gt=now
+        ).exclude(signature="")
+        if not signed.exists():
+            scope = scope_propose(
                 wallet=wallet,
                 dex=dex,
                 token_in=usdc,
@@ -75,33 +83,31 @@ class Command(BaseCommand):
                 max_priority_fee_per_gas=10 * GWEI,
                 valid_from=now - timedelta(minutes=1),
                 valid_until=now + timedelta(days=30),
+                # The dev tokens are listed by no market data API: the demo scope explicitly accepts
+                # the pool's own price (apps.market.reference); production scopes default to refusing.
+                allow_onchain_only_pricing=True,
             )
-            self.stdout.write("granted the demo wallet a dUSDC <-> dDAI scope")
-        # The dev tokens are listed by no market data API: the demo scope explicitly accepts the
-        # pool's own price (apps.market.reference); production scopes default to refusing that.
-        PermissionScope.objects.filter(wallet=wallet, chain=dex.chain, chain__is_dev=True).update(
-            allow_onchain_only_pricing=True
-        )
+            signature = sign_typed_data_with_keyfile(
+                scope_typed_data(scope), key_file=key_file, password_file=password_file
+            )
+            scope_signature_attach(scope=scope, signature=signature)
+            self.stdout.write("the demo owner signed a dUSDC <-> dDAI scope for the demo wallet")
         self.stdout.write(self.style.SUCCESS(f"demo wallet {wallet.address} ready"))
 
-    def _stale(self, wallet: Wallet, dex) -> bool:
-        if wallet.status != Wallet.Status.ACTIVE:
-            return False
-        if (
-            wallet.key_backend == "keystore"
+    def _authority_key(self, owner) -> tuple[Path, Path]:
+        """The demo owner's development authority key (var/secrets/demo-authority.json and its
+        passphrase), made and registered on first use."""
+        secrets_dir = Path(settings.BASE_DIR) / "var" / "secrets"
+        key_file, password_file = secrets_dir / "demo-authority.json", secrets_dir / "demo-authority.pass"
+        if not (key_file.exists() and password_file.exists()):
+            address = keyfile_create(key_file=key_file, password_file=password_file)
+            self.stdout.write(f"made a development authority key {address} in {key_file}")
+        authority_add(owner=owner, address=keyfile_address(key_file), label="demo (development)")
+        return key_file, password_file
+
+    def _stale(self, wallet: Wallet) -> bool:
+        return (
+            wallet.status == Wallet.Status.ACTIVE
+            and wallet.key_backend == "keystore"
             and not (Path(settings.KEYSTORE_DIR) / f"{wallet.key_id}.json").exists()
-        ):
-            return True
-        cursor = NonceCursor.objects.filter(wallet=wallet, chain=dex.chain).first()
-        if cursor is None:
-            return False
-        try:
-            pending = int(
-                rpc_request(
-                    endpoint_for(dex.chain), "eth_getTransactionCount", [wallet.address, "pending"], timeout=5
-                ),
-                16,
-            )
-        except RpcError:
-            return False
-        return pending < cursor.next_nonce
+        )
