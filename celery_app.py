@@ -3,11 +3,29 @@
 Every task is declared with an explicit `name=` and queue (project.queues.custos_task); `route_task`
 maps each app to its queue, and tests/test_celery_routing.py proves the two agree, that each task's
 name carries its module's app, and that only apps.signing can reach the signer queue.
+
+Routing decides where a task is sent; it cannot stop anyone who can write to Redis from putting any
+task name on any queue. So each worker also runs only its own queue's tasks, in three layers
+(tests/test_queue_enforcement.py drives every task name at every real worker):
+
+1. loaded: a worker imports only the task modules of the apps routed to its queue (`task_packages`);
+   the signer has no other app's task registered at all.
+2. accepted: the worker's consumer (`QueueBoundConsumer`) hands a message on only when it names a
+   task declared for the worker's queue; anything else (another queue's task, an unknown name,
+   Celery's own canvas tasks) is logged and acknowledged without running, before any request or
+   pool process sees it.
+3. run: a task's body refuses to run in a worker bound to another queue (project.queues.custos_task),
+   whatever path reached it.
+
+The check never trusts the message: the queue a message arrived on is the one queue this worker
+consumes, not the routing key written in the message (with Redis that `delivery_info` is part of the
+stored message, so a forger chooses it).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 from celery import Celery, bootsteps, signals
@@ -18,9 +36,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings.base")
 # Made before the project's own imports: project/__init__.py loads this module (so that Celery's
 # current app is this one in every process), and importing project.* may be what runs it.
 app = Celery("custos")
+logger = logging.getLogger(__name__)
 
 from project.heartbeat import worker_heartbeat_write  # noqa: E402
-from project.queues import Queue  # noqa: E402
+from project.queues import Queue, bind_worker_to_queue, log_refused, worker_queue  # noqa: E402
 
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
@@ -35,6 +54,7 @@ ROUTES_BY_APP: dict[str, Queue] = {
     "chain": Queue.WATCHER,
     "market": Queue.MARKET,
     "ml": Queue.ML,
+    "strategies": Queue.EXECUTION,
 }
 # Nothing consumes this queue: a task without a route waits there instead of running somewhere wrong.
 UNROUTED_QUEUE = "unrouted"
@@ -68,6 +88,7 @@ app.conf.update(
     timezone="UTC",
     enable_utc=True,
     worker_hijack_root_logger=False,
+    worker_consumer="celery_app:QueueBoundConsumer",
 )
 # A task keeps its process's database connection the way Django keeps one across requests: closed
 # only when unusable (health-checked) or older than CONN_MAX_AGE. Celery's Django fixup otherwise
@@ -115,7 +136,129 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(WorkerHeartbeat)
-app.autodiscover_tasks()
+
+
+def task_packages() -> list[str]:
+    """The apps whose `tasks` modules this process loads: in a worker, only those routed to its queue
+    (ROUTES_BY_APP); elsewhere (web, beat, shell, tests) every installed app, as Celery's Django
+    autodiscovery would. Evaluated when Celery first loads task modules, after run_worker bound the
+    process to its queue."""
+    from django.apps import apps as django_apps
+
+    queue = worker_queue()
+    return [
+        config.name
+        for config in django_apps.get_app_configs()
+        if queue is None or ROUTES_BY_APP.get(config.label) is queue
+    ]
+
+
+app.autodiscover_tasks(task_packages)
+
+
+def foreign_tasks(queue: Queue) -> list[str]:
+    """Registered Custos tasks that belong to another queue than `queue` (none, in a worker started by
+    run_worker: anything here means some module imported another app's tasks)."""
+    app.loader.import_default_modules()
+    return sorted(
+        name
+        for name, task in app.tasks.items()
+        if getattr(task, "custos_queue", None) is not None and task.custos_queue != str(queue)
+    )
+
+
+def _queue_bound_consumer():
+    """Made on first use (`__getattr__` below): Celery resolves `worker_consumer` by name in a worker,
+    and the web and beat processes never load the worker's consumer machinery (~2.5 MiB)."""
+    from celery.worker.consumer import Consumer
+
+    class LookupSafeStrategies(dict):
+        """A name that cannot be looked up (a list, say) is unknown, not a crash of the consumer
+        every time the message is redelivered."""
+
+        def __getitem__(self, name):
+            try:
+                return super().__getitem__(name)
+            except TypeError:
+                raise KeyError(name) from None
+
+    class QueueBoundConsumer(Consumer):
+        """A worker's consumer that hands on only messages naming a task of its own queue.
+
+        Celery looks every message's task up by name in `strategies` and sends a name it does not
+        find to `on_unknown_task`. Here `strategies` holds only the tasks declared for this worker's
+        queue, and `on_unknown_task` logs the refusal (name, id, queue; never the arguments) and
+        acknowledges the message without requeueing: not run, not retried, not redelivered. The
+        lookup is the one Celery dispatches on, so a message cannot name one task to the check and
+        another to the pool.
+        """
+
+        Strategies = LookupSafeStrategies
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            consumed = sorted(q.name for q in self.app.amqp.queues.consume_from.values())
+            bound = worker_queue()
+            if bound is None and len(consumed) == 1 and consumed[0] in set(Queue):
+                # Started without run_worker (`celery worker -Q <queue>`): bound before the pool forks.
+                bound = bind_worker_to_queue(Queue(consumed[0]))
+            if bound is None or consumed != [str(bound)]:
+                raise RuntimeError(
+                    "a Custos worker consumes exactly one queue and runs only its tasks; "
+                    f"bound to {bound}, consuming {consumed}: start it with `manage.py run_worker <queue>`"
+                )
+            self.custos_queue = bound
+
+        def update_strategies(self):
+            super().update_strategies()
+            own = str(self.custos_queue)
+            for name in list(self.strategies):
+                if getattr(self.app.tasks.get(name), "custos_queue", None) != own:
+                    del self.strategies[name]
+
+        def on_unknown_task(self, body, message, exc):
+            name = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+            task = self.app.tasks.get(name) if isinstance(name, str) else None  # str: hashable
+            log_refused(
+                task=name,
+                task_id=_message_id(message),
+                queue=self.custos_queue,
+                task_queue=getattr(task, "custos_queue", None),
+                stage="receive",
+            )
+            message.reject_log_error(logger, self.connection_errors)  # requeue=False: acked, gone
+            signals.task_rejected.send(sender=self, message=message, exc=None)
+
+        def add_task_queue(self, queue, *args, **kwargs):
+            # The `add_consumer` remote-control command: a worker never consumes another queue.
+            if queue != str(self.custos_queue):
+                logger.warning(
+                    "add_consumer refused: the %s worker consumes only its own queue, not %s",
+                    self.custos_queue,
+                    str(queue)[:200].encode("unicode_escape").decode("ascii"),
+                )
+                return
+            super().add_task_queue(queue, *args, **kwargs)
+
+    return QueueBoundConsumer
+
+
+def __getattr__(name: str):
+    if name == "QueueBoundConsumer":
+        globals()[name] = consumer = _queue_bound_consumer()
+        return consumer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _message_id(message):
+    headers = message.headers
+    if isinstance(headers, dict) and "id" in headers:
+        return headers["id"]
+    try:  # protocol 1: the id is in the body
+        payload = message.payload
+    except Exception:  # noqa: BLE001 - an undecodable body has no id to report
+        return None
+    return payload.get("id") if isinstance(payload, dict) else None
 
 
 @signals.worker_init.connect

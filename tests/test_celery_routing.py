@@ -1,9 +1,24 @@
-"""Every task has an explicit name and queue, routing agrees, and only apps.signing reaches the signer."""
+"""Every task has an explicit name and queue, routing agrees, and only apps.signing reaches the signer;
+a worker loads only its own queue's tasks, refuses to start otherwise, and no task body runs in
+another queue's worker."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from celery.exceptions import Reject
+from django.conf import settings
+from django.core.management.base import CommandError
+
 from celery_app import ROUTES_BY_APP, UNROUTED_QUEUE, app, queue_for_task_name, route_task
-from project.queues import LATE_ACK_QUEUES, Queue
+from project import queues
+from project.queues import LATE_ACK_QUEUES, Queue, TaskName
 
 
 def custos_tasks():
@@ -57,3 +72,91 @@ def test_serialization_is_json_only_and_workers_prefetch_one():
     assert conf.task_soft_time_limit < conf.task_time_limit
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+# --- each worker runs only its own queue's tasks (tests/test_queue_enforcement.py: real workers) ----
+
+WORKER_REGISTRY = """
+import json, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings.base"
+os.environ["CELERY_SKIP_CHECKS"] = "1"
+import django
+django.setup()
+from project.management.commands.run_worker import refuse_foreign_tasks
+from project.queues import Queue, bind_worker_to_queue
+refuse_foreign_tasks(bind_worker_to_queue(Queue(QUEUE)))
+from celery_app import app
+import sys
+print(json.dumps({
+    "tasks": sorted(n for n in app.tasks if not n.startswith("celery.")),
+    "modules": sorted(m for m in sys.modules if m.startswith("apps.") and m.endswith(".tasks")),
+}))
+"""
+
+
+def test_a_worker_loads_only_the_tasks_of_its_own_queue():
+    """What run_worker does before Celery starts, in a fresh interpreter per queue."""
+    root = Path(settings.BASE_DIR)
+    runs = {
+        queue: subprocess.Popen(
+            [sys.executable, "-c", f"QUEUE = {str(queue)!r}\n" + WORKER_REGISTRY],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for queue in Queue
+    }
+    for queue, run in runs.items():
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-3000:]
+        loaded = json.loads(out.strip().splitlines()[-1])
+        assert loaded["tasks"] == sorted(str(n) for n in TaskName if queue_for_task_name(n) is queue), queue
+        apps_of_queue = {label for label, q in ROUTES_BY_APP.items() if q is queue}
+        assert {m.split(".")[1] for m in loaded["modules"]} <= apps_of_queue, (queue, loaded["modules"])
+
+
+def test_run_worker_refuses_to_start_with_another_queues_tasks_loaded_or_eager_tasks(monkeypatch):
+    from project.management.commands.run_worker import refuse_foreign_tasks
+
+    # This process (like web or beat) loads every app's tasks: as a signer it would not start.
+    with pytest.raises(
+        CommandError, match=r"signer: not starting: tasks of other queues are loaded: .*market\.refresh"
+    ):
+        refuse_foreign_tasks(Queue.SIGNER)
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    with pytest.raises(CommandError, match="CELERY_TASK_ALWAYS_EAGER"):
+        refuse_foreign_tasks(Queue.MARKET)
+
+
+def test_a_task_body_never_runs_in_a_worker_of_another_queue(monkeypatch):
+    """The last line, behind the consumer: however a task is reached in a worker process (a canvas
+    primitive, an errback, a direct call), its body runs only in its own queue's worker."""
+    from apps.market import tasks as market_tasks
+
+    ran = []
+    report = SimpleNamespace(ticks={}, errors={}, skipped=[])
+    monkeypatch.setattr(market_tasks, "market_refresh", lambda: ran.append(1) or report)
+    monkeypatch.setattr(market_tasks, "candles_build", lambda **_kw: None)
+    monkeypatch.setattr(market_tasks, "redis_client", lambda: SimpleNamespace(set=lambda *_a, **_k: False))
+    refresh = custos_tasks()[str(TaskName.MARKET_REFRESH)]
+
+    logged = []
+    monkeypatch.setattr(queues.logger, "warning", lambda msg, *args, **_kw: logged.append(msg % args))
+
+    monkeypatch.setattr(queues, "_worker_queue", Queue.SIGNER)
+    with pytest.raises(Reject):
+        refresh()
+    assert ran == []
+    assert logged[0].endswith("task=market.refresh id=None queue=signer task_queue=market stage=run")
+    result = refresh.apply()  # through Celery's tracer, as a worker runs it
+    assert result.state == "REJECTED"
+    assert ran == []
+
+    monkeypatch.setattr(queues, "_worker_queue", Queue.MARKET)
+    refresh()
+    assert ran == [1]
+    monkeypatch.setattr(queues, "_worker_queue", None)  # web, beat, shell, tests: no guard
+    refresh()
+    assert ran == [1, 1]

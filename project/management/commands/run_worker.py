@@ -2,6 +2,10 @@
 
 Each trust level is its own process with its own queue; a worker refuses to start when the database,
 the broker or (for queues that use RPC) a chain does not answer as configured.
+
+A worker is bound to its queue before Celery loads any task module (project.queues.bind_worker_to_queue):
+it loads only the tasks of the apps routed to that queue, accepts and runs only those (celery_app), and
+refuses to start if another queue's task is registered all the same.
 """
 
 import os
@@ -12,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.chain.services import EndpointConfigError, rpc_endpoints_sync
 from project import preflight
-from project.queues import Queue
+from project.queues import Queue, bind_worker_to_queue
 
 RPC_QUEUES = {Queue.EXECUTION, Queue.WATCHER}
 
@@ -60,7 +64,8 @@ class Command(BaseCommand):
                 "django_celery_beat.schedulers:DatabaseScheduler",
             ]
         else:
-            queue = Queue(process)
+            queue = bind_worker_to_queue(Queue(process))
+            refuse_foreign_tasks(queue)
             concurrency = getattr(settings, f"WORKER_CONCURRENCY_{queue.name}")
             argv = [
                 "worker",
@@ -83,6 +88,20 @@ class Command(BaseCommand):
         self.stdout.write(f"{process}: checks passed, starting")
         self.stdout.flush()
         app.worker_main(argv) if process != "beat" else app.start(argv)
+
+
+def refuse_foreign_tasks(queue: Queue) -> None:
+    """Load this worker's task modules now (only its queue's apps) and refuse to start when a task of
+    another queue got registered anyway (a module importing another app's tasks), or when tasks would
+    run in the process that sends them (task_always_eager): either would let this process run code
+    that is not its queue's."""
+    from celery_app import app, foreign_tasks
+
+    if app.conf.task_always_eager:
+        raise CommandError(f"{queue}: not starting: CELERY_TASK_ALWAYS_EAGER is on (tasks run where sent)")
+    foreign = foreign_tasks(queue)
+    if foreign:
+        raise CommandError(f"{queue}: not starting: tasks of other queues are loaded: {', '.join(foreign)}")
 
 
 def pool_of(queue: Queue) -> str:
