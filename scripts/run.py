@@ -180,9 +180,12 @@ def main() -> int:
     names = procfile_processes(ml_enabled=ml_enabled)
     say("dev chain: start and deploy (idempotent)")
     manage("devchain", "up")
-    say("beat schedules and database roles")
+    say("beat schedules, database roles and RPC endpoints")
     manage("setup_schedules")
     manage("setup_db_roles")
+    # The execution worker syncs RPC_ENDPOINTS at its start too; the watcher, whose role (custos_watcher)
+    # may not write endpoints, would otherwise start before them.
+    manage("rpc_endpoints_sync")
     manage("create_demo_admin")
     if not ml_enabled:
         say("ML_ENABLED=0: the ml worker is not started")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 
 import factory
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.chain.calldata import APPROVE, SWAP_EXACT_TOKENS_FOR_TOKENS, encode_call
@@ -206,3 +207,16 @@ def model_version_row(**overrides):
         "active": True,
     }
     return ModelVersion.objects.create(**{**fields, **overrides})
+
+
+@contextmanager
+def tampering(table: str):
+    """Edit rows that no role may change (audit events, signed scopes), as only someone who can
+    alter the table itself could: its triggers are off inside this block's transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Deferred foreign-key checks of the test's own transaction must run before an ALTER TABLE.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(f'ALTER TABLE "{table}" DISABLE TRIGGER USER')
+        yield
+        cursor.execute(f'ALTER TABLE "{table}" ENABLE TRIGGER USER')
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")

@@ -14,7 +14,22 @@ HEALTH_FIELDS = (
 )
 
 
-class RpcEndpointInline(admin.TabularInline):
+class _ReadOnly:
+    """RPC endpoints are shown, never edited, here: the web's database role may not write them (a
+    compromised web process must not point the engine at an attacker's node). They come from
+    RPC_ENDPOINTS, synced by `manage.py rpc_endpoints_sync` on the host."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class RpcEndpointInline(_ReadOnly, admin.TabularInline):
     model = RpcEndpoint
     extra = 0
     readonly_fields = HEALTH_FIELDS
@@ -35,7 +50,7 @@ class ChainAdmin(admin.ModelAdmin):
 
 
 @admin.register(RpcEndpoint)
-class RpcEndpointAdmin(admin.ModelAdmin):
+class RpcEndpointAdmin(_ReadOnly, admin.ModelAdmin):
     list_display = (
         "name",
         "chain",

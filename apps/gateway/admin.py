@@ -3,6 +3,7 @@ use, revoke. A token's level is fixed at issue: to change it, revoke the token a
 
 from django import forms
 from django.contrib import admin, messages
+from django_celery_beat import models as beat_models
 
 from apps.gateway.models import ApiToken
 from apps.gateway.services import api_token_create, api_token_revoke
@@ -49,3 +50,33 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset:
             api_token_revoke(token=token)
         messages.success(request, f"revoked {queryset.count()} token(s)")
+
+
+class _ScheduleShownOnly:
+    """Beat schedules are shown, never edited, in the admin: the web's database role may not write
+    them (a compromised web process must not schedule work). `manage.py setup_schedules` on the host
+    writes them."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+for _model in (
+    beat_models.PeriodicTask,
+    beat_models.IntervalSchedule,
+    beat_models.CrontabSchedule,
+    beat_models.SolarSchedule,
+    beat_models.ClockedSchedule,
+):
+    if admin.site.is_registered(_model):
+        _shown = admin.site._registry[_model]
+        admin.site.unregister(_model)
+        admin.site.register(
+            _model, type(f"Shown{type(_shown).__name__}", (_ScheduleShownOnly, type(_shown)), {})
+        )

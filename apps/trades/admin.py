@@ -1,12 +1,13 @@
 """Trades in the admin console: everything read-only (the state changes only through the engine),
 the audit timeline and transaction attempts inline, and two safe actions (cancel, retry a stalled
-trade) that go through services, ask for confirmation and are recorded in the audit trail. Audit
-events are read-only, with a verify action."""
+trade) that ask for confirmation and record a request the engine carries out (the web process may
+not move a trade: apps.trades.services), its outcome in the audit trail. Audit events are read-only,
+with a verify action."""
 
 from django.contrib import admin, messages
 
 from apps.trades.audit import audit_verify
-from apps.trades.models import ChainTransaction, Trade, TradeEvent, TradeState
+from apps.trades.models import ChainTransaction, OwnerRequest, Trade, TradeEvent
 from apps.trades.services import admin_trade_cancel, admin_trades_retry
 from project.admin_confirm import confirmation_page, confirmed
 
@@ -53,6 +54,15 @@ class ChainTransactionInline(ReadOnlyMixin, admin.TabularInline):
     verbose_name_plural = "transaction attempts"
 
 
+class OwnerRequestInline(ReadOnlyMixin, admin.TabularInline):
+    model = OwnerRequest
+    extra = 0
+    fields = ("created_at", "kind", "requested_by", "reason", "handled_at", "outcome")
+    readonly_fields = fields
+    ordering = ("id",)
+    verbose_name_plural = "cancel and retry requests"
+
+
 class StaffViewMixin:
     """Staff may view (and run the actions); nobody edits, adds or deletes through the admin."""
 
@@ -72,7 +82,7 @@ class TradeAdmin(StaffViewMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("state", "chain", "wallet")
     search_fields = ("idempotency_key", "=id")
     date_hierarchy = "created_at"
-    inlines = [TradeEventInline, ChainTransactionInline]
+    inlines = [TradeEventInline, ChainTransactionInline, OwnerRequestInline]
     actions = ["cancel_trades", "retry_stalled_trades"]
     # Trades start through the API (idempotency key, validation_2026) and change state only
     # through the engine: the admin shows them, it never saves one.
@@ -89,12 +99,16 @@ class TradeAdmin(StaffViewMixin, ReadOnlyMixin, admin.ModelAdmin):
                 question="Cancel these trades? Trades already signing or later are left alone.",
                 verb="cancel them",
             )
-        cancelled, refused = [], []
+        requested, refused = [], []
         for trade in queryset.order_by("pk"):
-            result = admin_trade_cancel(trade_id=trade.pk, staff_username=request.user.get_username())
-            (cancelled if result and result.state == TradeState.CANCELLED else refused).append(trade.pk)
-        if cancelled:
-            messages.success(request, f"cancelled trade(s) {cancelled}")
+            asked = admin_trade_cancel(trade=trade, staff=request.user)
+            (requested if asked else refused).append(trade.pk)
+        if requested:
+            messages.success(
+                request,
+                f"cancel requested for trade(s) {requested}: the engine cancels each one still before "
+                "SIGNING; its timeline shows the outcome",
+            )
         if refused:
             messages.warning(request, f"not cancellable in their state: {refused}")
         return None
@@ -111,10 +125,12 @@ class TradeAdmin(StaffViewMixin, ReadOnlyMixin, admin.ModelAdmin):
                 verb="retry them",
             )
         ids = list(queryset.values_list("pk", flat=True))
-        retried = admin_trades_retry(trade_ids=ids, staff_username=request.user.get_username())
+        retried = admin_trades_retry(trade_ids=ids, staff=request.user)
         skipped = sorted(set(ids) - set(retried))
         if retried:
-            messages.success(request, f"re-enqueued stalled trade(s) {retried}")
+            messages.success(
+                request, f"retry requested for stalled trade(s) {retried}: the engine re-enqueues their step"
+            )
         if skipped:
             messages.warning(request, f"not stalled (terminal or recently updated): {skipped}")
         return None

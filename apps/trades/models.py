@@ -31,6 +31,9 @@ class TradeState(models.TextChoices):
 S = TradeState
 NON_TERMINAL = [S.PENDING, S.SIMULATING, S.VALIDATING, S.SIGNING, S.CONFIRMING]
 TERMINAL = frozenset({S.SETTLED, S.REJECTED, S.FAILED, S.CANCELLED, S.FINALITY_VIOLATED})
+# Where the owner's cancel is free (real_money_transaction_manager.trade_cancel); later a trade needs a
+# cancel replacement on chain.
+CANCELLABLE = frozenset({S.PENDING, S.SIMULATING, S.VALIDATING})
 
 
 class Trade(FSMModelMixin, models.Model):
@@ -181,7 +184,9 @@ class ChainTransaction(models.Model):
 
 
 class TradeEvent(models.Model):
-    """Append-only audit trail; each event's hash covers its canonical JSON and its predecessor's hash."""
+    """Append-only audit trail; each event's hash covers its canonical JSON and its predecessor's hash.
+    Append-only in the database as well: a trigger (migration 0007) refuses any UPDATE or DELETE of a
+    row, whatever the role."""
 
     trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="events")
     kind = models.CharField(max_length=32)
@@ -194,3 +199,39 @@ class TradeEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class OwnerRequest(models.Model):
+    """A cancel or retry the owner (API) or staff (admin) asked for. The web process only inserts it:
+    it has no right to move a trade. The engine handles it (trades.owner_requests, enqueued on commit,
+    and every beat tick for any request still unhandled, so a lost message loses nothing) and records
+    when and with what outcome; the transition itself, or the refusal, is in the trade's audit trail."""
+
+    class Kind(models.TextChoices):
+        CANCEL = "cancel"
+        RETRY = "retry"
+
+    class Outcome(models.TextChoices):
+        CANCELLED = "cancelled", "the trade is cancelled"
+        NOT_CANCELLABLE = "not_cancellable", "the trade had reached SIGNING or an end first"
+        RETRIED = "retried", "the trade's current step was enqueued again"
+        NOT_STALLED = "not_stalled", "the trade had ended or moved on meanwhile: nothing to retry"
+
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="owner_requests")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField(blank=True, default="", help_text="recorded in the audit trail")
+    created_at = models.DateTimeField(auto_now_add=True)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=32, choices=Outcome.choices, blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["id"], condition=models.Q(handled_at__isnull=True), name="ownerrequest_unhandled"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} request {self.pk} for trade {self.trade_id}"

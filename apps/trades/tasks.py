@@ -7,6 +7,7 @@ jittered pause. Everything else is decided by the manager (a permanent failure e
 through a transition)."""
 
 import random
+import time
 
 from django.conf import settings
 from django.db import OperationalError
@@ -28,21 +29,28 @@ RETRY = {
 
 
 def _run(task, step, **kwargs) -> None:
-    try:
-        step(**kwargs)
-    except (
-        SerializationRetriesExhausted,
-        NonceNotYetValid,
-        rmtm.StaleTrade,
-        OperationalError,
-    ) as exc:
-        # Transient by nature: the competing transaction has committed (or changed the trade since
-        # this step read it), or the lower nonce is one step behind. Come back in a moment rather
-        # than after a growing backoff. (A serialization failure outside a retried transaction lands
-        # here too: every step is idempotent.)
-        if isinstance(exc, OperationalError) and not is_retryable(exc):
-            raise
-        raise task.retry(exc=exc, countdown=random.uniform(0.05, 0.4), max_retries=600) from exc  # noqa: S311
+    for in_place in range(settings.STEP_RETRIES_IN_PLACE + 1):
+        try:
+            step(**kwargs)
+            return
+        except (
+            SerializationRetriesExhausted,
+            NonceNotYetValid,
+            rmtm.StaleTrade,
+            OperationalError,
+        ) as exc:
+            # Transient by nature: the competing transaction has committed (or changed the trade
+            # since this step read it), or the lower nonce is one step behind. Run the step again
+            # here after a moment (every step is idempotent): a retried task goes to the back of
+            # the queue, behind a whole burst, and the trades its step holds for others wait with
+            # it. Only after STEP_RETRIES_IN_PLACE tries does it come back through the queue.
+            if isinstance(exc, OperationalError) and not is_retryable(exc):
+                raise
+            pause = random.uniform(0.05, 0.4)  # noqa: S311 - jitter, not crypto
+            if in_place < settings.STEP_RETRIES_IN_PLACE:
+                time.sleep(pause)
+                continue
+            raise task.retry(exc=exc, countdown=pause, max_retries=600) from exc
 
 
 @custos_task(name=TaskName.TRADES_SIMULATE, queue=Queue.EXECUTION, **RETRY)
@@ -73,12 +81,23 @@ def confirm(self, trade_ids: list) -> None:
     _run(self, rmtm.trade_confirm, trade_ids=[int(t) for t in trade_ids], mark_looked=True)
 
 
+@custos_task(name=TaskName.TRADES_OWNER_REQUESTS, queue=Queue.EXECUTION, **RETRY)
+def owner_requests(self, request_ids: list) -> None:
+    """The owner's cancel and retry requests the web recorded (it may not move a trade itself)."""
+    _run(self, rmtm.owner_requests_handle, request_ids=[int(r) for r in request_ids])
+
+
 @custos_task(name=TaskName.TRADES_TICK, queue=Queue.EXECUTION)
 def tick(self) -> dict:
-    """Beat: check receipts of CONFIRMING trades, re-enqueue stalled steps. One at a time: a tick
-    that finds another still running does nothing (ticks queued behind a burst would otherwise
-    all run, one after the other, each repeating the last one's work)."""
+    """Beat: carry out owner requests still unhandled (a lost message), check receipts of CONFIRMING
+    trades, re-enqueue stalled steps. One at a time: a tick that finds another still running does
+    nothing (ticks queued behind a burst would otherwise all run, one after the other, each
+    repeating the last one's work)."""
     with single_run(locks.TRADES_TICK, ttl_seconds=settings.TRADE_TICK_LOCK_SECONDS) as held:
         if not held:
             return {"skipped": "another tick is running"}
-        return {"confirming": rmtm.confirm_all(), "recovered": rmtm.recover_stalled_trades()}
+        return {
+            "owner_requests": len(rmtm.owner_requests_handle()),
+            "confirming": rmtm.confirm_all(),
+            "recovered": rmtm.recover_stalled_trades(),
+        }

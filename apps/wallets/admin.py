@@ -59,7 +59,7 @@ class WalletAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)  # label and active only
+            obj.save(update_fields=["label", "active"])  # all the web's database role may change
             return
         wallet = wallet_create(owner=obj.owner, label=obj.label, key_backend=obj.key_backend)
         obj.pk = wallet.pk

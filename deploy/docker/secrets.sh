@@ -16,7 +16,8 @@ chmod 0700 "$dir"
 random() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 
 for name in postgres_password django_secret_key keystore_passphrase \
-            db_custos_api db_custos_engine db_custos_signer db_custos_market db_custos_ml; do
+            db_custos_api db_custos_engine db_custos_signer db_custos_market db_custos_ml \
+            db_custos_watcher db_custos_beat db_custos_authority; do
     if [ ! -e "$dir/$name" ]; then
         random > "$dir/$name"
         echo "created $dir/$name"

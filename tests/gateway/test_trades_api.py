@@ -1,17 +1,38 @@
 """Trades over the API: create (through the engine's trade_submit), list with filters, detail with
-the timeline and transaction attempts, cancel."""
+the timeline and transaction attempts, cancel (a request the engine carries out)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from decimal import Decimal
 
 import pytest
 
-from apps.trades.models import Trade, TradeEvent
+from apps.trades import tasks
+from apps.trades.audit import audit_verify
+from apps.trades.models import OwnerRequest, Trade, TradeEvent
+from apps.trades.real_money_transaction_manager.transition import transition
+from project.db import serializable_attempts
 from tests.factories import signing_trade
 from tests.gateway.conftest import DAI, USDC, submitted_trade, trade_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _engine_handles(response) -> None:
+    """What the execution worker does with the `trades.owner_requests` message the cancel sent (the web
+    process may not move a trade itself)."""
+    tasks.owner_requests.apply(args=[[response.json()["request"]["id"]]], throw=True)
+
+
+def _queued(redis_client, queue: str) -> list[tuple[str, list]]:
+    out = []
+    for raw in redis_client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        out.append((message["headers"]["task"], list(body[0])))
+    return out
 
 
 def test_create_freezes_the_trade_in_base_units_and_answers_in_token_units(alice, registry):
@@ -47,7 +68,7 @@ def test_list_filters_by_state_wallet_and_chain(alice, registry):
     second = alice.active_wallet("second")
     t1 = submitted_trade(alice, registry, first, key="list-key-1")
     t2 = submitted_trade(alice, registry, second, key="list-key-2")
-    alice.client.post(f"/api/v1/trades/{t1.pk}/cancel", format="json")
+    _engine_handles(alice.client.post(f"/api/v1/trades/{t1.pk}/cancel", format="json"))
 
     def ids(query):
         response = alice.client.get("/api/v1/trades" + query)
@@ -88,7 +109,7 @@ def test_detail_has_the_event_timeline_and_every_transaction_attempt(alice, regi
 def test_detail_timeline_lists_events_in_order(alice, registry):
     wallet = alice.active_wallet()
     trade = submitted_trade(alice, registry, wallet)
-    alice.client.post(f"/api/v1/trades/{trade.pk}/cancel", format="json")
+    _engine_handles(alice.client.post(f"/api/v1/trades/{trade.pk}/cancel", format="json"))
     events = alice.client.get(f"/api/v1/trades/{trade.pk}").json()["events"]
     assert [(e["kind"], e["from_state"], e["to_state"]) for e in events] == [
         ("submitted", "", "PENDING"),
@@ -97,14 +118,37 @@ def test_detail_timeline_lists_events_in_order(alice, registry):
     assert events[1]["data"] == {"reason": "cancelled by the owner"}
 
 
-def test_cancel_a_pending_trade(alice, registry):
+def test_cancel_is_accepted_at_once_and_carried_out_by_the_engine(alice, registry, redis_client):
     wallet = alice.active_wallet()
     trade = submitted_trade(alice, registry, wallet)
+    redis_client.delete("execution")
     response = alice.client.post(f"/api/v1/trades/{trade.pk}/cancel", format="json")
-    assert response.status_code == 200, response.json()
-    assert response.json()["state"] == "CANCELLED"
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    request = OwnerRequest.objects.get(trade=trade)
+    assert body["request"] == {
+        "id": request.pk,
+        "kind": "cancel",
+        "created_at": body["request"]["created_at"],
+        "handled_at": None,
+        "outcome": "",
+    }
+    assert (body["trade"]["id"], body["trade"]["state"]) == (trade.pk, "PENDING")  # as it is: not yet
+    assert _queued(redis_client, "execution") == [("trades.owner_requests", [[request.pk]])]
+    # Asked again before the engine got to it: the same request, no second one.
+    again = alice.client.post(f"/api/v1/trades/{trade.pk}/cancel", format="json")
+    assert (again.status_code, again.json()["request"]["id"]) == (202, request.pk)
+    assert OwnerRequest.objects.count() == 1
+
+    _engine_handles(response)
     trade.refresh_from_db()
     assert trade.state == "CANCELLED"
+    done = alice.client.post(f"/api/v1/trades/{trade.pk}/cancel", format="json")
+    assert done.status_code == 200, done.json()
+    assert done.json()["trade"]["state"] == "CANCELLED"
+    assert (done.json()["request"]["id"], done.json()["request"]["outcome"]) == (request.pk, "cancelled")
+    assert done.json()["request"]["handled_at"] is not None
+    assert audit_verify()[1] is None
 
 
 def test_cancel_after_signing_started_is_a_409_and_changes_nothing(alice, registry):
@@ -117,6 +161,39 @@ def test_cancel_after_signing_started_is_a_409_and_changes_nothing(alice, regist
     trade.refresh_from_db()
     assert trade.state == "SIGNING"
     assert TradeEvent.objects.count() == events
+    assert not OwnerRequest.objects.exists()
+
+
+def test_a_cancel_the_engine_finds_too_late_is_refused_in_the_timeline(alice, registry):
+    """Accepted while VALIDATING; by the time the engine handles it the trade is SIGNING: nothing moves,
+    the request says so and the timeline shows the refusal."""
+    trade = submitted_trade(alice, registry, alice.active_wallet())
+    for method in ("start_simulation", "start_validation"):
+        for attempt in serializable_attempts():
+            with attempt:
+                transition(Trade.objects.get(pk=trade.pk), method)
+    response = alice.client.post(f"/api/v1/trades/{trade.pk}/cancel", format="json")
+    assert response.status_code == 202, response.json()
+    for attempt in serializable_attempts():
+        with attempt:
+            transition(Trade.objects.get(pk=trade.pk), "start_signing")
+    _engine_handles(response)
+    trade.refresh_from_db()
+    assert trade.state == "SIGNING"
+    assert OwnerRequest.objects.get().outcome == "not_cancellable"
+    last = alice.client.get(f"/api/v1/trades/{trade.pk}").json()["events"][-1]
+    assert (last["kind"], last["data"]["state"]) == ("cancel_refused", "SIGNING")
+    assert audit_verify()[1] is None
+
+
+def test_a_cancel_whose_message_was_lost_is_carried_out_by_the_next_tick(alice, registry, redis_client):
+    trade = submitted_trade(alice, registry, alice.active_wallet())
+    assert alice.client.post(f"/api/v1/trades/{trade.pk}/cancel", format="json").status_code == 202
+    redis_client.flushdb()  # the broker lost the message
+    tasks.tick.apply(throw=True)
+    trade.refresh_from_db()
+    assert trade.state == "CANCELLED"
+    assert OwnerRequest.objects.get().outcome == "cancelled"
 
 
 def test_updates_long_poll_returns_new_events_after_the_cursor(alice, bob, registry):

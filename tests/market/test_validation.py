@@ -14,6 +14,7 @@ from apps.market.models import MarketSource, PriceTick
 from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.models import Trade
 from apps.wallets.models import Wallet
+from apps.wallets.services import scope_revoke
 from tests.factories import UserFactory, grant_scope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chain]
@@ -101,6 +102,8 @@ def test_no_fresh_reference_is_rejected_unless_the_scope_allows_onchain_only(wal
     trade = _validate(wallet, "none")
     assert trade.state == "REJECTED"
     assert trade.reason.startswith("no independent price: dUSDC: no market source has a price")
-    type(scope).objects.filter(pk=scope.pk).update(allow_onchain_only_pricing=True)
+    # The owner allows it: revoke that scope and sign one that accepts on-chain-only pricing.
+    scope_revoke(scope=scope)
+    grant_scope(wallet, allow_onchain_only_pricing=True)
     trade = _validate(wallet, "onchain-only")
     assert trade.state == "SIGNING", trade.reason

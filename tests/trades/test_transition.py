@@ -11,7 +11,7 @@ from apps.trades import real_money_transaction_manager as rmtm
 from apps.trades.audit import AuditEntry, audit_append, audit_append_many, audit_verify
 from apps.trades.models import Trade, TradeEvent
 from apps.trades.real_money_transaction_manager import transition as transition_step
-from tests.factories import grant_scope
+from tests.factories import grant_scope, tampering
 from tests.trades.steps import _submit
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chain]
@@ -22,7 +22,8 @@ def test_audit_verify_names_the_first_broken_link(funded_wallet):
     trade = _submit(funded_wallet, key="audit")
     rmtm.trade_simulate(trade_id=trade.pk)
     event = trade.events.order_by("id")[1]
-    TradeEvent.objects.filter(pk=event.pk).update(data={"tampered": True})
+    with tampering("trades_tradeevent"):
+        TradeEvent.objects.filter(pk=event.pk).update(data={"tampered": True})
     checked, broken = audit_verify()
     assert broken is not None
     assert broken.event_id == event.pk
@@ -42,7 +43,8 @@ def test_audit_verify_finds_an_event_removed_from_the_end_of_a_chain(funded_wall
     rmtm.trade_simulate(trade_id=trade.pk)
     assert audit_verify(trade_ids=[trade.pk])[1] is None
     newest = trade.events.order_by("-id").first()
-    TradeEvent.objects.filter(pk=newest.pk).delete()
+    with tampering("trades_tradeevent"):
+        TradeEvent.objects.filter(pk=newest.pk).delete()
     _checked, broken = audit_verify(trade_ids=[trade.pk])
     assert broken is not None
     assert broken.trade_id == trade.pk

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -33,6 +34,7 @@ from tests.factories import (
     owner_signature,
     sign_scope,
     signing_trade,
+    tampering,
 )
 
 pytestmark = pytest.mark.django_db
@@ -140,7 +142,11 @@ def test_a_signed_scope_edited_afterwards_signs_nothing(wallet):
     grant_scope(wallet)
     trade = signing_trade(wallet)
     assert _codes(trade) == {"allowed"}
-    PermissionScope.objects.update(max_amount_in=10**30)  # widened behind the owner's back
+    with pytest.raises(DatabaseError, match="cannot change"):  # the database refuses it to every role
+        with transaction.atomic():
+            PermissionScope.objects.update(max_amount_in=10**30)
+    with tampering("wallets_permissionscope"):  # as only someone who can alter the table could
+        PermissionScope.objects.update(max_amount_in=10**30)  # widened behind the owner's back
     assert _codes(trade) == {"scope_signature_invalid"}
 
 

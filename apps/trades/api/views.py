@@ -17,11 +17,13 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from apps.gateway.api.base import Conflict, GatewayView, validated_query
+from apps.gateway.models import TokenLevel
 from apps.gateway.validation_2026 import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_PATTERN, EmptyInput
 from apps.trades import selectors
 from apps.trades.api import serializers as s
-from apps.trades.models import TradeState
-from apps.trades.real_money_transaction_manager import trade_cancel, trade_submit
+from apps.trades.models import CANCELLABLE, OwnerRequest, TradeState
+from apps.trades.real_money_transaction_manager import trade_submit
+from apps.trades.services import owner_request_create
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
@@ -41,6 +43,7 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 class TradeListView(GatewayView):
     input_serializer_class = s.TradeCreateInput
     idempotency_header = True
+    required_levels = {"GET": TokenLevel.READ, "POST": TokenLevel.TRADE}
 
     @extend_schema(parameters=[s.TradeListQuery], responses={200: s.TradeOutput(many=True)})
     def get(self, request):
@@ -72,6 +75,8 @@ class TradeListView(GatewayView):
 
 
 class TradeDetailView(GatewayView):
+    required_levels = {"GET": TokenLevel.READ}
+
     @extend_schema(responses={200: s.TradeDetailOutput})
     def get(self, request, trade_id: int):
         trade = selectors.trade_of(request.user, trade_id)
@@ -80,20 +85,36 @@ class TradeDetailView(GatewayView):
 
 class TradeCancelView(GatewayView):
     input_serializer_class = EmptyInput
+    required_levels = {"POST": TokenLevel.TRADE}
 
     @extend_schema(
         request=None,
-        responses={200: s.TradeDetailOutput},
-        description="Before SIGNING only; later a trade can no longer be cancelled here (409).",
+        responses={202: s.TradeCancelOutput, 200: s.TradeCancelOutput},
+        description=(
+            "Asks the engine to cancel the trade (before SIGNING only): 202 with the request and the "
+            "trade as it is now; the engine cancels it moments later (the trade's timeline gets a "
+            "`cancel` event, or `cancel_refused` if it reached SIGNING first). 200 if it is already "
+            "cancelled; 409 `not_cancellable` if it is past PENDING, SIMULATING and VALIDATING."
+        ),
     )
     def post(self, request, trade_id: int):
+        # The web process may not move a trade (its database role has no UPDATE on trades): it records
+        # the request, which the engine carries out (apps.trades.services, docs/api.md).
         trade = selectors.trade_of(request.user, trade_id)
-        if trade.state != TradeState.CANCELLED:
-            trade = trade_cancel(trade_id=trade.pk) or trade
-        if trade.state != TradeState.CANCELLED:
+        if trade.state == TradeState.CANCELLED:
+            latest = trade.owner_requests.filter(kind=OwnerRequest.Kind.CANCEL).order_by("-pk").first()
+            return Response(s.trade_cancel_view(latest, selectors.trade_detail_view(trade)))
+        if trade.state not in CANCELLABLE:
             raise Conflict(f"A trade in {trade.state} cannot be cancelled.", code="not_cancellable")
-        trade = selectors.trade_of(request.user, trade.pk)
-        return Response(selectors.trade_detail_view(trade))
+        asked = owner_request_create(
+            trade=trade,
+            kind=OwnerRequest.Kind.CANCEL,
+            requested_by=request.user,
+            reason="cancelled by the owner",
+        )
+        return Response(
+            s.trade_cancel_view(asked, selectors.trade_detail_view(trade)), status=status.HTTP_202_ACCEPTED
+        )
 
 
 class TradeUpdatesView(GatewayView):
@@ -104,6 +125,8 @@ class TradeUpdatesView(GatewayView):
     EventSource); a long-poll holds one for at most API_LONGPOLL_MAX_SECONDS, answers as soon as
     something happens, and the cursor makes reconnects lossless. See docs/api.md for the threaded
     gunicorn workers this wants."""
+
+    required_levels = {"GET": TokenLevel.READ}
 
     @extend_schema(parameters=[s.TradeUpdatesQuery], responses={200: s.TradeUpdatesOutput})
     def get(self, request):

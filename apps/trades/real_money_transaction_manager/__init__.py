@@ -14,7 +14,8 @@ A trade goes, in this order (one file per step; a file imports only the ones abo
     confirm.py    SETTLED        receipts, depth and the settlement gate; stuck transactions replaced
     verdicts.py                  the watcher's verdicts: receipts orphaned by a reorg, finality
                                  violated
-    recovery.py                  the beat tick: one confirm pass, and the safety net that re-enqueues
+    recovery.py                  the owner's cancel and retry requests (the web only records them);
+                                 the beat tick: one confirm pass, and the safety net that re-enqueues
                                  a step nobody ran (a dead worker, a flushed broker)
 
 Beneath them: transition.py (the one checked transition primitive: a SERIALIZABLE transaction's
@@ -27,7 +28,7 @@ step, its transaction boundary, queue, external calls and recovery.
 
 from .broadcast import trade_after_signing, trade_broadcast
 from .confirm import trade_confirm
-from .recovery import confirm_all, recover_stalled_trades
+from .recovery import confirm_all, owner_requests_handle, recover_stalled_trades
 from .simulate import trade_simulate
 from .submit import IdempotencyConflict, Submitted, TradeInputError, trade_cancel, trade_submit
 from .transition import StaleTrade
@@ -40,6 +41,7 @@ __all__ = [
     "Submitted",
     "TradeInputError",
     "confirm_all",
+    "owner_requests_handle",
     "recover_stalled_trades",
     "trade_after_signing",
     "trade_broadcast",

@@ -1,6 +1,10 @@
 """The beat tick's share of the path: one confirm pass over every CONFIRMING trade with something on the
 wire, and the safety net that re-enqueues the step of a trade untouched for TRADE_STALL_SECONDS (a
-dead worker, a flushed broker). Not part of the normal path: no trade should wait for it."""
+dead worker, a flushed broker). Not part of the normal path: no trade should wait for it.
+
+Also the engine's side of the owner's requests (OwnerRequest: cancel, retry), which the web process
+records and cannot carry out itself (its database role may not move a trade): handled by the
+`trades.owner_requests` task the web enqueues, and by every tick for any request still unhandled."""
 
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from apps.signing.models import SigningRecord, SigningRefusal
-from apps.trades.models import ChainTransaction, Trade, TradeState
+from apps.trades.audit import audit_append
+from apps.trades.models import NON_TERMINAL, ChainTransaction, OwnerRequest, Trade, TradeState
 from project import locks
+from project.db import serializable_attempts
 from project.queues import TaskName, enqueue_now
 
 from .confirm import LOOKED_AT, trade_confirm
+from .submit import trade_cancel
 
 S = TradeState
 
@@ -56,20 +63,26 @@ def recover_stalled_trades(*, older_than: timedelta | None = None) -> int:
             f"custos:recover:{trade.pk}:{trade.state}", "1", nx=True, ex=max(1, int(window.total_seconds()))
         ):
             continue
-        if trade.state == S.SIGNING:
-            latest = ChainTransaction.objects.filter(trade=trade).order_by("-attempt").first()
-            attempt = latest.attempt if latest else 1
-            if (
-                SigningRecord.objects.filter(trade=trade, attempt=attempt).exists()
-                or SigningRefusal.objects.filter(trade=trade, attempt=attempt).exists()
-            ):
-                enqueue_now(TaskName.TRADES_AFTER_SIGNING, [[trade.pk, attempt]])
-            else:
-                enqueue_now(TaskName.SIGNING_SIGN, trade.pk, attempt)
-        else:
-            enqueue_now(STEP_FOR_STATE[trade.state], trade.pk)
+        _enqueue_step(trade)
         count += 1
     return count
+
+
+def _enqueue_step(trade: Trade) -> None:
+    """Send the task that runs `trade`'s current (non-terminal) step, after the enclosing transaction
+    if one is open."""
+    if trade.state == S.SIGNING:
+        latest = ChainTransaction.objects.filter(trade=trade).order_by("-attempt").first()
+        attempt = latest.attempt if latest else 1
+        if (
+            SigningRecord.objects.filter(trade=trade, attempt=attempt).exists()
+            or SigningRefusal.objects.filter(trade=trade, attempt=attempt).exists()
+        ):
+            enqueue_now(TaskName.TRADES_AFTER_SIGNING, [[trade.pk, attempt]])
+        else:
+            enqueue_now(TaskName.SIGNING_SIGN, trade.pk, attempt)
+    else:
+        enqueue_now(STEP_FOR_STATE[trade.state], trade.pk)
 
 
 def confirm_all() -> int:
@@ -85,3 +98,80 @@ def confirm_all() -> int:
     recent = locks.client().zrangebyscore(LOOKED_AT, time.time() - settings.TRADE_TICK_SECONDS, "+inf")
     skip = {int(pk) for pk in recent}
     return trade_confirm(trade_ids=[pk for pk in ids if pk not in skip])
+
+
+# --- the owner's requests ------------------------------------------------------------------------
+
+
+def owner_requests_handle(*, request_ids: list[int] | None = None) -> dict[int, str]:
+    """Carry out the unhandled owner requests (those named, or all): each exactly once, its outcome
+    recorded on the request and visible in the trade's audit trail. Returns request id -> outcome for
+    the requests this call handled (one already handled by a concurrent call is left out).
+
+    cancel: trade_cancel (free before SIGNING), with the request's reason; a trade past that point
+      gets a `cancel_refused` audit event instead.
+    retry: a trade still stalled (non-terminal, untouched for TRADE_STALL_SECONDS) gets a
+      `retry_requested` audit event and its current step enqueued again, as the safety net would."""
+    pending = OwnerRequest.objects.filter(handled_at__isnull=True)
+    if request_ids is not None:
+        pending = pending.filter(pk__in=request_ids)
+    outcomes: dict[int, str] = {}
+    for request in pending.select_related("requested_by").order_by("pk"):
+        handle = _cancel_request if request.kind == OwnerRequest.Kind.CANCEL else _retry_request
+        outcome = handle(request)
+        if outcome:
+            outcomes[request.pk] = outcome
+    return outcomes
+
+
+def _claimed(request: OwnerRequest, outcome: str) -> bool:
+    """Mark the request handled, inside the caller's transaction; False if another call already did."""
+    return (
+        OwnerRequest.objects.filter(pk=request.pk, handled_at__isnull=True).update(
+            handled_at=timezone.now(), outcome=outcome
+        )
+        == 1
+    )
+
+
+def _cancel_request(request: OwnerRequest) -> str | None:
+    # Its own transaction, and idempotent: a crash before the request is marked below only means
+    # the next call finds the trade already cancelled.
+    trade_cancel(trade_id=request.trade_id, reason=request.reason or "cancelled by the owner")
+    for attempt in serializable_attempts(label="owner_request cancel"):
+        with attempt:
+            trade = Trade.objects.get(pk=request.trade_id)
+            cancelled = trade.state == S.CANCELLED
+            outcome = OwnerRequest.Outcome.CANCELLED if cancelled else OwnerRequest.Outcome.NOT_CANCELLABLE
+            if not _claimed(request, outcome):
+                return None
+            if not cancelled:
+                audit_append(
+                    trade=trade,
+                    kind="cancel_refused",
+                    data={
+                        "request": request.pk,
+                        "by": request.requested_by.get_username(),
+                        "state": trade.state,
+                    },
+                )
+    return outcome
+
+
+def _retry_request(request: OwnerRequest) -> str | None:
+    cutoff = timezone.now() - timedelta(seconds=settings.TRADE_STALL_SECONDS)
+    for attempt in serializable_attempts(label="owner_request retry"):
+        with attempt:
+            trade = Trade.objects.get(pk=request.trade_id)
+            stalled = trade.state in NON_TERMINAL and trade.updated_at < cutoff
+            outcome = OwnerRequest.Outcome.RETRIED if stalled else OwnerRequest.Outcome.NOT_STALLED
+            if not _claimed(request, outcome):
+                return None
+            if stalled:
+                audit_append(
+                    trade=trade,
+                    kind="retry_requested",
+                    data={"by": request.requested_by.get_username(), "state": trade.state},
+                )
+                _enqueue_step(trade)  # sent once this transaction commits
+    return outcome
