@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 
@@ -185,3 +190,239 @@ class CpuMeter:
             **{g: s for g, s in sorted(used.items(), key=lambda kv: -kv[1]) if s > 0},
             "wall": round(time.perf_counter() - self.t0, 2),
         }
+
+
+# One core's thief: pinned to its core, at real-time priority (it preempts every ordinary process
+# there), busy for `busy` of each period and asleep for the rest, so the core is left to everything
+# else for the rest of each period, as a hypervisor throttling a burstable instance's vCPU does. It
+# ends by itself once its parent (the bench) is gone or after `lifetime` seconds, so a bench killed
+# with SIGKILL does not leave a machine loaded behind it.
+_THIEF = """
+import os, sys, time
+parent, core, busy, period, lifetime = int(sys.argv[1]), int(sys.argv[2]), *map(float, sys.argv[3:])
+os.sched_setaffinity(0, {core})
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+except PermissionError:
+    os.nice(-20) if os.geteuid() == 0 else None
+until = time.monotonic() + lifetime
+while os.getppid() == parent and time.monotonic() < until:
+    start = time.monotonic()
+    while time.monotonic() - start < busy * period:
+        pass
+    time.sleep(max(0.0, start + period - time.monotonic()))
+"""
+
+
+class CpuLoad:
+    """A slow machine on a fast one: on each of `cores` cores (from the first), a process that takes
+    `busy` (0..1) of every `period_ms` from everything else on that core, at real-time priority
+    (SCHED_FIFO; with no right to it, nice -20 as root, which the kernel does not hold to the
+    fraction). start(), and stop() in a finally."""
+
+    def __init__(self, cores: int, busy: float, period_ms: float = 10, lifetime: float = 3600):
+        self.cores, self.busy, self.period_ms, self.lifetime = cores, busy, period_ms, lifetime
+        self.running: list[subprocess.Popen] = []
+
+    def describe(self) -> str:
+        return (
+            f"a real-time busy loop on each of {self.cores} core(s), {self.busy:.0%} of every"
+            f" {self.period_ms:g} ms"
+        )
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.running]
+
+    def start(self) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        for core in range(self.cores):
+            args = [os.getpid(), cpus[core % len(cpus)], self.busy, self.period_ms / 1000, self.lifetime]
+            self.running.append(
+                subprocess.Popen([sys.executable, "-c", _THIEF, *map(str, args)], start_new_session=True)
+            )
+
+    def stop(self) -> None:
+        stop_groups(self.running, timeout=5)
+        self.running = []
+
+
+def trade_steps(trade_ids) -> dict[int, list[tuple[str, object]]]:
+    """Each trade's audit events as (kind, created_at) in chain order, from its submission up to and
+    including its settle (a caller inside Django, reading the trades' TradeEvent rows)."""
+    from apps.trades.models import TradeEvent
+
+    steps: dict[int, list[tuple[str, object]]] = {}
+    events = TradeEvent.objects.filter(trade_id__in=list(trade_ids)).order_by("trade_id", "id")
+    for trade_id, kind, at in events.values_list("trade_id", "kind", "created_at"):
+        trail = steps.setdefault(trade_id, [])
+        if not trail or trail[-1][0] != "settle":
+            trail.append((kind, at))
+    return steps
+
+
+def longest_gaps(steps: dict[int, list[tuple[str, object]]], now) -> dict[int, tuple[float, str, str]]:
+    """Each trade's longest wait between two consecutive steps: (seconds, step before, step after).
+    A trade not settled has an open last gap, to `now`, whose step after is '(not settled)'."""
+    gaps = {}
+    for trade_id, trail in steps.items():
+        if trail[-1][0] != "settle":
+            trail = [*trail, ("(not settled)", now)]
+        pairs = zip(trail, trail[1:], strict=False)
+        gaps[trade_id] = max(((b[1] - a[1]).total_seconds(), a[0], b[0]) for a, b in pairs)
+    return gaps
+
+
+class ExtrasFormatter(logging.Formatter):
+    """The log line, then its record's `extra` fields (the trade, the wallet...) as JSON."""
+
+    _standard = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = {k: v for k, v in vars(record).items() if k not in self._standard}
+        return f"{line} {json.dumps(extra, default=str)}" if extra else line
+
+
+def traced_worker_settings(directory: Path, base: str = "project.settings.base") -> str:
+    """A settings module written to `directory` (put it on PYTHONPATH; the module's name is returned):
+    `base`, with each worker log line carrying its extra fields (ExtrasFormatter) and one line per
+    task start, retry and end naming its arguments: what a worker did to which trade, and when."""
+    import importlib.util
+
+    # `base` is loaded from its file, not imported: importing it imports its package first, which
+    # (project/__init__.py -> celery_app) reads the settings, i.e. this module, not yet there.
+    origin = importlib.util.find_spec(base).origin
+    (directory / "bench_worker_settings.py").write_text(
+        "import importlib.util\n"
+        f"_spec = importlib.util.spec_from_file_location('_base_settings', {origin!r})\n"
+        "_base = importlib.util.module_from_spec(_spec)\n"
+        "_spec.loader.exec_module(_base)\n"
+        "globals().update({k: v for k, v in vars(_base).items() if k.isupper()})\n"
+        "from bench.common import trace_tasks\n"
+        "LOGGING = trace_tasks(LOGGING)\n"
+    )
+    return "bench_worker_settings"
+
+
+def trace_tasks(config: dict) -> dict:
+    from celery import signals
+
+    log = logging.getLogger("bench.task")
+
+    def started(task_id=None, task=None, args=None, **_):
+        log.info("task start %s %s %s", task.name, task_id, args)
+
+    def ended(task_id=None, task=None, args=None, state=None, **_):
+        log.info("task end %s %s %s %s", task.name, task_id, args, state)
+
+    def retried(request=None, reason=None, **_):
+        log.info("task retry %s %s %s: %r", request.task, request.id, request.args, reason)
+
+    signals.task_prerun.connect(started, weak=False)
+    signals.task_postrun.connect(ended, weak=False)
+    signals.task_retry.connect(retried, weak=False)
+    config = {**config, "formatters": {**config["formatters"]}}
+    config["formatters"]["plain"] = {
+        "()": "bench.common.ExtrasFormatter",
+        "format": "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s",
+    }
+    return config
+
+
+def stall_summary(
+    steps: dict[int, list[tuple[str, object]]], now, threshold: float, t0, worst: int = 3
+) -> dict:
+    """From trade_steps: how many trades waited over `threshold` seconds between two consecutive
+    steps, by which two steps, the worst gap, and the `worst` stalled trades' timelines (seconds from
+    each trade's submission, after `first_request_s`: when it was submitted, from t0)."""
+    gaps = longest_gaps(steps, now)
+    ranked = sorted(gaps, key=lambda t: -gaps[t][0])
+    over = [t for t in ranked if gaps[t][0] > threshold]
+    timelines = {}
+    for trade_id in over[:worst]:
+        first = steps[trade_id][0][1]
+        timelines[trade_id] = [("first_request_s", round((first - t0).total_seconds(), 2))] + [
+            (kind, round((at - first).total_seconds(), 2)) for kind, at in steps[trade_id]
+        ]
+    gap, before, after = gaps[ranked[0]] if ranked else (0.0, "", "")
+    return {
+        "gap_threshold_s": threshold,
+        "trades_over": len(over),
+        "over_by_steps": dict(Counter(f"{gaps[t][1]} -> {gaps[t][2]}" for t in over).most_common()),
+        "worst_gap_s": round(gap, 2),
+        "worst_trade": ranked[0] if ranked else None,
+        "worst_steps": [before, after],
+        "worst_timelines": timelines,
+    }
+
+
+def serializable_read(query):
+    """A harness's read of the database, retried like the workers' SERIALIZABLE transactions (the
+    workers' writes can cancel it)."""
+    from project.db import serializable_attempts
+
+    for attempt in serializable_attempts(label="bench read"):
+        with attempt:
+            result = query()
+    return result
+
+
+def wait_for_workers(app, queues, *, timeout: float = 120, logs: Path | None = None) -> None:
+    """Until a worker of each of `queues` (hostnames queue@host) answers a ping."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        if {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply} >= set(queues):
+            return
+    raise SystemExit(f"the workers did not answer within {timeout:.0f} s; see their logs in {logs}")
+
+
+def start_workers(directory: Path, env: dict, concurrency_of: dict[str, str], processes: list) -> None:
+    """`manage.py run_worker <queue>` for each queue of `concurrency_of` (queue -> pool children), on
+    the database and Redis `env` names, each in its own session (appended to `processes`, for
+    stop_groups) and its own log in `directory` (traced: traced_worker_settings; at
+    BENCH_WORKER_LOGLEVEL, WARNING by default); returns once each answers a ping."""
+    from django.conf import settings
+    from django.db import connection
+
+    from celery_app import app
+
+    root = Path(__file__).resolve().parent.parent
+    db = connection.settings_dict
+    level = os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")
+    env = {
+        **os.environ,
+        **env,
+        "DJANGO_SETTINGS_MODULE": traced_worker_settings(directory),
+        "PYTHONPATH": os.pathsep.join([str(directory), str(root)]),
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CHAIN_IDS": "31337",
+        "LOG_LEVEL": level,
+    }
+    role_of = {"execution": "custos_engine", "signer": "custos_signer"}
+    for queue, concurrency in concurrency_of.items():
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "run_worker", queue, "--loglevel", level],
+                cwd=root,
+                env={**env, "DB_ROLE": role_of[queue], f"WORKER_CONCURRENCY_{queue.upper()}": concurrency},
+                stdout=open(directory / f"{queue}.log", "w"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    wait_for_workers(app, concurrency_of, logs=directory)  # they check the database, broker and chain
+
+
+def step_timeline(steps: dict[int, list[tuple[str, object]]], t0) -> dict[str, list]:
+    """From trade_steps: for each kind of step, how often it happened (retries and refusals show up
+    as extra events) and its first, median and last time in seconds from t0, by median time."""
+    at_of: dict[str, list[float]] = {}
+    for trail in steps.values():
+        for kind, at in trail:
+            at_of.setdefault(kind, []).append((at - t0).total_seconds())
+    return {
+        kind: [len(v), round(min(v), 2), round(statistics.median(v), 2), round(max(v), 2)]
+        for kind, v in sorted(at_of.items(), key=lambda kv: statistics.median(kv[1]))
+    }

@@ -130,3 +130,48 @@ def test_a_broadcast_that_fails_once_is_sent_again_by_its_holder_with_the_answer
     sent = ChainTransaction.objects.filter(trade__in=[first, second]).order_by("nonce")
     assert [int(tx.nonce) for tx in sent] == [0, 1, 2, 3]
     assert all(tx.broadcast_at is not None for tx in sent)
+
+
+def test_a_validation_round_whose_read_is_cancelled_is_read_again_by_its_holder(scoped_wallet, monkeypatch):
+    """Under SERIALIZABLE a lone read can be cancelled on a conflict ("could not serialize access
+    ... conflict out to old pivot"): the round's own read is retried in place like the round."""
+    from django.db import OperationalError
+
+    first, waiting = _simulated(scoped_wallet, ["read-holder", "read-left"])
+    monkeypatch.setattr(validate_step.settings, "VALIDATE_BATCH_SIZE", 1)
+    real_round, reads = validate_step._validation_round, []
+
+    def round_then_cancelled(wallet_id):
+        reads.append(wallet_id)
+        if len(reads) == 2:
+            _in_other_thread(rmtm.trade_validate, trade_id=waiting.pk)  # left to the holder
+            error = OperationalError("could not serialize access due to read/write dependencies")
+            error.sqlstate = "40001"  # as psycopg's error carries it
+            raise error
+        return real_round(wallet_id)
+
+    monkeypatch.setattr(validate_step, "_validation_round", round_then_cancelled)
+    rmtm.trade_validate(trade_id=first.pk)
+    assert _states([first, waiting]) == ["SIGNING", "SIGNING"]
+
+
+def test_a_step_that_meets_contention_runs_again_in_its_own_task_not_behind_the_queue(
+    scoped_wallet, monkeypatch
+):
+    """A retried task goes to the back of the queue, behind a whole burst: a step that meets
+    contention runs again in place first (every step is idempotent)."""
+    from apps.trades import tasks
+
+    (trade,) = _simulated(scoped_wallet, ["in-place"])
+    real, calls = rmtm.trade_validate, []
+
+    def contended_once(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise SerializationRetriesExhausted(8, None)
+        return real(**kwargs)
+
+    monkeypatch.setattr(rmtm, "trade_validate", contended_once)
+    tasks.validate.run(trade.pk)  # returns: no retry through the queue
+    assert len(calls) == 2
+    assert _states([trade]) == ["SIGNING"]

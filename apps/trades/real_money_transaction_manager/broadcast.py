@@ -4,6 +4,7 @@ was sent."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from project.locks import Advisory
 from project.queues import TaskName, enqueue_now
 
 from .signed import persist_signer_answers
-from .transition import audit_and_log, holder_retry_or_raise
+from .transition import audit_and_log, held_retrying
 
 logger = logging.getLogger(__name__)
 S = TradeState
@@ -95,24 +96,30 @@ def _broadcast_wallet(wallet_id: int, *, again: list[int]) -> set[int]:
         with queued_for(Advisory.WALLET_BROADCAST, wallet_id, wait=bool(again)) as held:
             if not held:
                 return sent_for
-            failures = 0
-            while True:
-                unsent = _unsent_of(wallet_id)
-                resend = list(_sendable(trade_id__in=again)) if again else []
-                if not resend and tried.issuperset(tx.pk for tx in unsent):
-                    break
-                try:
-                    sent_for |= _send_wallet_run([*unsent, *resend], strict=bool(again))
-                except Exception as exc:  # noqa: BLE001 - what does not heal is raised again below
-                    # What was sent is recorded; what was not is still unsent, and looked at again.
-                    failures += 1
-                    holder_retry_or_raise(exc, failures, label="broadcast", wallet_id=wallet_id)
-                    continue
-                failures = 0
-                tried.update(tx.pk for tx in unsent)
+            while held_retrying(
+                functools.partial(_send_new, wallet_id, tried, sent_for, again),
+                label="broadcast",
+                wallet_id=wallet_id,
+            ):
                 again = []
-        if tried.issuperset(_unsent_of(wallet_id, ids_only=True)):
+        unsent = held_retrying(
+            lambda: _unsent_of(wallet_id, ids_only=True), label="broadcast look", wallet_id=wallet_id
+        )
+        if tried.issuperset(unsent):
             return sent_for
+
+
+def _send_new(wallet_id: int, tried: set[int], sent_for: set[int], again: list[int]) -> bool:
+    """One look and run of the broadcaster: send the wallet's transactions not yet tried (and the
+    live ones of `again`); False when there was nothing new. What was sent is recorded (and added
+    to `sent_for`, `tried`) even when a later send fails; what was not is looked at again."""
+    unsent = _unsent_of(wallet_id)
+    resend = list(_sendable(trade_id__in=again)) if again else []
+    if not resend and tried.issuperset(tx.pk for tx in unsent):
+        return False
+    sent_for |= _send_wallet_run([*unsent, *resend], strict=bool(again))
+    tried.update(tx.pk for tx in unsent)
+    return True
 
 
 def _send_wallet_run(txs: list[ChainTransaction], *, strict: bool) -> set[int]:

@@ -34,7 +34,7 @@ def heals(exc: BaseException) -> bool:
     ) or is_retryable(exc)
 
 
-def holder_retry_or_raise(exc: Exception, failures: int, *, label: str, wallet_id: int) -> None:
+def _holder_retry_or_raise(exc: Exception, failures: int, *, label: str, wallet_id: int) -> None:
     """For the holder of a wallet's lock (its validator, its broadcaster), after its `failures`-th
     failure in a row: raise `exc` unless it heals and HOLDER_RETRIES_IN_PLACE allows one more try,
     else pause (full-jitter backoff) for the holder to try again without letting go. The other
@@ -48,6 +48,18 @@ def holder_retry_or_raise(exc: Exception, failures: int, *, label: str, wallet_i
         extra={"what": label, "wallet": wallet_id, "failures": failures, "error": repr(exc)},
     )
     time.sleep(backoff_seconds(failures))
+
+
+def held_retrying(work, *, label: str, wallet_id: int):
+    """`work()` for the holder of a wallet's lock, tried again in place while it fails on an error
+    that heals (_holder_retry_or_raise); its result."""
+    failures = 0
+    while True:
+        try:
+            return work()
+        except Exception as exc:  # noqa: BLE001 - what does not heal is raised again
+            failures += 1
+            _holder_retry_or_raise(exc, failures, label=label, wallet_id=wallet_id)
 
 
 def transition(

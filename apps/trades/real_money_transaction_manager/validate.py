@@ -25,7 +25,7 @@ from project.memo import remember
 from project.queues import TaskName
 
 from .payloads import approve_calldata, swap_calldata, swap_value, with_margin
-from .transition import StaleTrade, attempts_reusing, holder_retry_or_raise, trade_rows, transition
+from .transition import StaleTrade, attempts_reusing, held_retrying, trade_rows, transition
 
 logger = logging.getLogger(__name__)
 S = TradeState
@@ -69,22 +69,33 @@ def trade_validate(*, trade_id: int) -> None:
                 logger.info("validation left to the wallet's holder", extra={"trade": trade_id})
                 return
             _judge_waiting(wallet_id)
-        if not Trade.objects.filter(wallet_id=wallet_id, state=S.VALIDATING).exists():
+        if not _still_waiting(wallet_id):
             return
 
 
 def _judge_waiting(wallet_id: int) -> None:
-    """Holding the wallet's lock: rounds until no trade of the wallet waits in VALIDATING; a round
-    that failed on an error that heals is tried again in place (holder_retry_or_raise)."""
-    failures = 0
-    while waiting := _validation_round(wallet_id):
-        try:
-            _judge_round(waiting)
-        except Exception as exc:  # noqa: BLE001 - what does not heal is raised again below
-            failures += 1
-            holder_retry_or_raise(exc, failures, label="validation round", wallet_id=wallet_id)
-        else:
-            failures = 0
+    """Holding the wallet's lock: rounds until no trade of the wallet waits in VALIDATING. A round
+    that failed on an error that heals, its reads included (under SERIALIZABLE even a lone read can
+    be cancelled on a conflict), is tried again in place."""
+    while held_retrying(lambda: _judge_next_round(wallet_id), label="validation round", wallet_id=wallet_id):
+        pass
+
+
+def _judge_next_round(wallet_id: int) -> bool:
+    waiting = _validation_round(wallet_id)
+    if waiting:
+        _judge_round(waiting)
+    return bool(waiting)
+
+
+def _still_waiting(wallet_id: int) -> bool:
+    """The look after letting go: a trade that turned VALIDATING while the holder held the lock had
+    its own step leave it to the holder; a look lost to a conflict would leave it to the timer."""
+    return held_retrying(
+        lambda: Trade.objects.filter(wallet_id=wallet_id, state=S.VALIDATING).exists(),
+        label="validation look",
+        wallet_id=wallet_id,
+    )
 
 
 def _validation_round(wallet_id: int) -> list[Trade]:
