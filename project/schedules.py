@@ -37,6 +37,12 @@ def schedule_specs() -> list[ScheduleSpec]:
             every_seconds=settings.WATCHER_TICK_SECONDS,
             description="Per chain at its block time: new headers, reorg detection, receipt re-checks.",
         ),
+        ScheduleSpec(
+            name="strategies: run what is due",
+            task=TaskName.STRATEGIES_TICK,
+            every_seconds=settings.STRATEGY_TICK_SECONDS,
+            description="Learn how runs' trades ended; run every due strategy (docs/strategies.md).",
+        ),
         # --- market data
         ScheduleSpec(
             name="market: refresh prices",

@@ -8,9 +8,13 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, F
+from django.utils import timezone
 
 from apps.chain.models import Chain
 from apps.chain.rpc import RpcError, block_number_of, chain_id_of
+from apps.strategies.selectors import strategies_blind
+from apps.trades.models import Trade, TradeState
 from apps.watcher.selectors import chain_truth_health
 from project.heartbeat import worker_heartbeats_read
 from project.queues import Queue
@@ -36,17 +40,48 @@ def health_report() -> HealthReport:
     _check_queues(report, live)
     _check_chains(report)
     _check_chain_truth(report)
+    _check_strategies(report)
     return report
 
 
 def _check_chain_truth(report: HealthReport) -> None:
     """The watcher's view (endpoint health, watched tip, last reorg); a settled trade whose block left
-    the chain fails health until the owner has looked at it."""
+    the chain fails health until the owner has looked at it. A replaced dev chain's trades (earlier
+    epochs, apps/chain/devchain.py) are history of a chain that is gone: shown, never failing."""
     truth = chain_truth_health()
-    report.checks["chain_truth"] = truth
+    earlier = _violations_of_earlier_epochs()
     for chain_id, entry in truth.items():
+        if earlier.get(chain_id):
+            entry["finality_violated_trades"] -= earlier[chain_id]
+            entry["finality_violated_earlier_epochs"] = earlier[chain_id]
+            entry["ok"] = entry["endpoints_alive"] > 0 and not entry["finality_violated_trades"]
         if entry["finality_violated_trades"]:
             report.failing.append(f"finality:{chain_id}")
+    report.checks["chain_truth"] = truth
+
+
+def _violations_of_earlier_epochs() -> dict[str, int]:
+    """FINALITY_VIOLATED trades made before their dev chain's current epoch, per chain id."""
+    rows = (
+        Trade.objects.filter(
+            state=TradeState.FINALITY_VIOLATED,
+            chain__epoch_started_at__isnull=False,
+            created_at__lt=F("chain__epoch_started_at"),
+        )
+        .values("chain__chain_id")
+        .annotate(n=Count("id"))
+        .values_list("chain__chain_id", "n")
+    )
+    return {str(chain_id): n for chain_id, n in rows}
+
+
+def _check_strategies(report: HealthReport) -> None:
+    """ACTIVE strategies that have not been able to judge their price (stale or disagreeing prices, an
+    unreadable pool) for longer than their TWAP window: nothing they watch can fire."""
+    blind = strategies_blind(now=timezone.now())
+    report.checks["strategies"] = {"ok": not blind, "blind": blind}
+    if blind:
+        report.failing.append("strategies:blind")
 
 
 def _check_database(report: HealthReport) -> None:

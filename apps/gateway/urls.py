@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("apps.wallets.api.urls")),
     path("", include("apps.trades.api.urls")),
     path("", include("apps.chain.api.urls")),
+    path("", include("apps.strategies.api.urls")),
     path("market/", include("apps.market.api.urls")),
     path("ml/", include("apps.ml.api.urls")),
 ]

@@ -9,6 +9,7 @@ from django.db.models import Q
 from django.shortcuts import get_object_or_404
 
 from apps.chain.models import Token
+from apps.strategies.selectors import latest_strategy_event_id, strategy_events_after
 from apps.trades.models import ChainTransaction, Trade, TradeEvent
 from apps.wallets.selectors import units_text
 
@@ -140,10 +141,13 @@ def trade_detail_view(trade: Trade) -> dict:
 
 
 def trade_events_after(owner, *, after_id: int, trade_id: int | None = None, limit: int = 200):
+    """The owner's trade events after the cursor, and (added by apps.strategies) the owner's strategy
+    events, merged in id order: both take their ids from the trade events' sequence, so one cursor
+    serves both. A strategy event carries `strategy` and the kind `strategy.<kind>`."""
     events = TradeEvent.objects.filter(trade__owner=owner, pk__gt=after_id).select_related("trade")
     if trade_id:
         events = events.filter(trade_id=trade_id)
-    return [
+    trade_events = [
         {
             "id": e.pk,
             "trade": e.trade_id,
@@ -155,7 +159,10 @@ def trade_events_after(owner, *, after_id: int, trade_id: int | None = None, lim
         }
         for e in events.order_by("id")[:limit]
     ]
+    strategy_events = strategy_events_after(owner, after_id=after_id, trade_id=trade_id, limit=limit)
+    return sorted(trade_events + strategy_events, key=lambda e: e["id"])[:limit]
 
 
 def latest_event_id() -> int:
-    return TradeEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    latest = TradeEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    return max(latest, latest_strategy_event_id())

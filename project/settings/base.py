@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "apps.watcher",
     "apps.market",
     "apps.ml",
+    "apps.strategies",
     "apps.gateway",
 ]
 
@@ -245,6 +246,10 @@ TRADE_STALL_SECONDS = env.int("TRADE_STALL_SECONDS", default=60)
 # failed round again in place, after a short pause, when the error heals (contention, an RPC error),
 # before it lets go and its task is retried: the wallet's other trades wait on that holder.
 HOLDER_RETRIES_IN_PLACE = env.int("HOLDER_RETRIES_IN_PLACE", default=5)
+# How many times an engine step that met contention (or a nonce one step ahead) runs again in its
+# own task, after a pause of 50-400 ms, before its task is retried through the queue (to the back,
+# behind a whole burst).
+STEP_RETRIES_IN_PLACE = env.int("STEP_RETRIES_IN_PLACE", default=3)
 # A proposed scope's fee budget per transaction, when the owner gives none: its max fee per gas
 # times this much gas (a V2 swap with an approve uses about 200,000).
 SCOPE_FEE_BUDGET_DEFAULT_GAS = env.int("SCOPE_FEE_BUDGET_DEFAULT_GAS", default=600_000)
@@ -421,3 +426,34 @@ ML_MIN_SKILL = env.float("ML_MIN_SKILL", default=0.01)
 ML_FULL_CONFIDENCE_SKILL = env.float("ML_FULL_CONFIDENCE_SKILL", default=0.10)
 # How often beat asks the ml worker for fresh advice on every pair with recent prices.
 ML_ADVISE_INTERVAL_SECONDS = env.int("ML_ADVISE_INTERVAL_SECONDS", default=900)
+
+# --- strategies (docs/strategies.md) --------------------------------------------------------
+# Beat sends strategies.tick this often: ended runs are learned, due strategies run.
+STRATEGY_TICK_SECONDS = env.int("STRATEGY_TICK_SECONDS", default=5)
+# At most this many due strategies per tick (oldest due first; the rest wait for the next tick).
+STRATEGY_TICK_BATCH = env.int("STRATEGY_TICK_BATCH", default=50)
+# A price-triggered strategy is judged at most this often.
+STRATEGY_PRICE_CHECK_SECONDS = env.int("STRATEGY_PRICE_CHECK_SECONDS", default=5)
+# Shortest interval between two runs of a recurring strategy, or two slices of a TWAP.
+STRATEGY_MIN_INTERVAL_SECONDS = env.int("STRATEGY_MIN_INTERVAL_SECONDS", default=60)
+# Smallest amount one run (one slice) may trade, in base units of the input token.
+STRATEGY_MIN_RUN_AMOUNT = env.int("STRATEGY_MIN_RUN_AMOUNT", default=1)
+# The pool TWAP window a strategy judges prices over unless it sets its own, and the shortest one
+# it may set: a shorter window is cheaper to push.
+STRATEGY_TWAP_WINDOW_SECONDS = env.int("STRATEGY_TWAP_WINDOW_SECONDS", default=300)
+STRATEGY_MIN_TWAP_WINDOW_SECONDS = env.int("STRATEGY_MIN_TWAP_WINDOW_SECONDS", default=60)
+# The independent reference price and the pool's TWAP must agree within this (bps) for a trigger
+# to fire; further apart, the run is skipped as "disagreeing".
+STRATEGY_MAX_PRICE_GAP_BPS = env.int("STRATEGY_MAX_PRICE_GAP_BPS", default=200)
+# A chain head older than this (the node stopped following the chain) is stale: nothing fires.
+STRATEGY_MAX_HEAD_AGE_SECONDS = env.int("STRATEGY_MAX_HEAD_AGE_SECONDS", default=120)
+# Deadline of each run's trade, from the moment the run creates it (capped by
+# MAX_TRADE_DEADLINE_SECONDS).
+STRATEGY_TRADE_DEADLINE_SECONDS = env.int("STRATEGY_TRADE_DEADLINE_SECONDS", default=600)
+# The OpenAPI schema names the strategy's state enum apart from the trade's (which keeps its name).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {
+        "StateEnum": "apps.trades.models.TradeState.values",
+        "StrategyStateEnum": "apps.strategies.models.StrategyState.values",
+    }
+)

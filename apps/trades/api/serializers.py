@@ -140,13 +140,39 @@ class TradeDetailOutput(TradeOutput):
     transactions = ChainTransactionOutput(many=True)
 
 
+class OwnerRequestOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    handled_at = serializers.DateTimeField(allow_null=True, help_text="null until the engine handled it")
+    outcome = serializers.CharField(
+        allow_blank=True, help_text="cancelled or not_cancellable once handled; empty before"
+    )
+
+
+class TradeCancelOutput(serializers.Serializer):
+    request = OwnerRequestOutput(allow_null=True, help_text="the cancel request (null: cancelled otherwise)")
+    trade = TradeDetailOutput(help_text="the trade as it is at the time of the answer")
+
+
+def trade_cancel_view(owner_request, trade: dict) -> dict:
+    """The cancel endpoint's body: the cancel request (or None) and the trade's detail dict as it is."""
+    return {
+        "request": None if owner_request is None else OwnerRequestOutput(owner_request).data,
+        "trade": trade,
+    }
+
+
 class TradeUpdateOutput(serializers.Serializer):
     id = serializers.IntegerField()
-    trade = serializers.IntegerField()
+    trade = serializers.IntegerField(allow_null=True, help_text="null for a strategy event without a trade")
+    strategy = serializers.IntegerField(
+        allow_null=True, required=False, help_text="set on a strategy event (kind `strategy.<kind>`)"
+    )
     kind = serializers.CharField()
     from_state = serializers.CharField(allow_blank=True)
     to_state = serializers.CharField(allow_blank=True)
-    state = serializers.CharField(help_text="the trade's state now")
+    state = serializers.CharField(help_text="the trade's state now (a strategy event: the strategy's)")
     created_at = serializers.DateTimeField()
 
 
