@@ -313,6 +313,9 @@ def _load_requests(requests: list[Request]) -> _Requests:
     return loaded
 
 
+_BEFORE_SIGNING = frozenset({TradeState.PENDING, TradeState.SIMULATING, TradeState.VALIDATING})
+
+
 class _BatchState(ScopeState):
     """The scope check's facts for a whole batch, read once, plus what the batch itself has signed."""
 
@@ -493,9 +496,13 @@ def _sign_batch_in_transaction(requests: list[Request]) -> dict[Request, SignOut
                 for tx, digest, replaces, _decision in planned
             ]
         except Refused as refused:
-            if trade is None:
+            if trade is None or trade.state in _BEFORE_SIGNING:
+                # Unknown, or not frozen for signing yet: nothing to answer. A request forged onto
+                # the queue (or redelivered very early) must not leave a refusal that the trade's
+                # own answer would later be judged by.
                 logger.warning(
-                    "signing refused for unknown trade", extra={"trade": trade_id, "code": refused.code}
+                    "signing request for no signable trade",
+                    extra={"trade": trade_id, "code": refused.code, "state": getattr(trade, "state", None)},
                 )
             else:
                 refusals.append(

@@ -79,6 +79,10 @@ def _returned(answer: dict, types: list[str], what: str) -> tuple:
     answering as it should: the step is retried, never decided on."""
     if answer.get("error"):
         raise ChainUnavailable(f"{what}: {answer['error']}")
+    if answer.get("result") == "0x" and types:
+        # Empty return data to a call that returns values: no contract at that address. Asking
+        # again gets the same answer (a DEX row pointing at nothing, for one).
+        raise SimulationReverted(f"{what}: no contract answered at the address called")
     try:
         return decode(types, bytes.fromhex(str(answer.get("result") or "0x")[2:]))
     except (AbiError, ValueError) as exc:

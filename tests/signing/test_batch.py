@@ -71,7 +71,11 @@ def test_a_batch_signs_the_good_requests_and_refuses_each_forged_one_with_its_re
         assert not outcomes[(trade.pk, 1)].signed
         assert _codes(trade) == [code]
         assert not SigningRecord.objects.filter(trade=trade).exists()
-    assert _codes(not_signing) == ["trade_not_in_state"]
+    # A request for a trade not yet frozen for signing is answered with nothing: no refusal that the
+    # trade's own answer would later be judged by (a request forged onto the queue, or very early).
+    assert not outcomes[(not_signing.pk, 1)].signed
+    assert "trade_not_in_state" in outcomes[(not_signing.pk, 1)].refusal
+    assert _codes(not_signing) == []
     # The batch is idempotent as a whole, as each request is on its own.
     again = services.trade_sign_batch(requests)
     assert again[(good[1].pk, 1)].records == outcomes[(good[1].pk, 1)].records
@@ -218,3 +222,12 @@ def test_the_database_refuses_a_second_payload_for_a_nonce_the_batch_did_not_see
     assert _codes(second) == ["nonce_reused"]
     assert SigningRecord.objects.filter(nonce=nonce).count() == 1
     assert sum(o.signed for o in outcomes.values()) == 1  # the other request of the batch is signed
+
+
+def test_a_premature_sign_request_leaves_nothing_that_could_later_reject_the_trade(wallet):
+    grant_scope(wallet)
+    trade = signing_trade(wallet, state="VALIDATING")
+    assert not services.trade_sign(trade_id=trade.pk, attempt=1).signed  # forged: too early
+    assert _codes(trade) == []
+    Trade.objects.filter(pk=trade.pk).update(state="SIGNING")  # the engine froze it meanwhile
+    assert services.trade_sign(trade_id=trade.pk, attempt=1).signed

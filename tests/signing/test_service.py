@@ -101,7 +101,7 @@ def _other_address() -> str:
 
 
 FORGERIES = {
-    "trade_not_in_state": {"state": "VALIDATING"},
+    "trade_not_in_state": {"state": "CONFIRMING"},
     "router_not_allowed": {"tx_overrides": {"to": "0x" + "ab" * 20}},
     "recipient_not_wallet": {"call_overrides": {"recipient": "0x" + "cd" * 20}},
     "amount_over_cap": {"amount_in": 2_000 * 10**6},
