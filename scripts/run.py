@@ -169,10 +169,33 @@ def demo(stack: ProcessLogs) -> None:
             "50",
             "--follow",
         )
-        say("demo settled; the stack keeps running (Ctrl-C stops it)")
+        say("demo settled")
+        say("demo: a recurring strategy buys dDAI with 10 dUSDC every minute, twice (beat runs it)")
+        manage(
+            "strategy_create",
+            "--wallet",
+            "demo",
+            "--kind",
+            "recurring",
+            "--sell",
+            "dUSDC",
+            "--buy",
+            "dDAI",
+            "--total",
+            "20",
+            "--slippage-bps",
+            "50",
+            "--params",
+            '{"amount_per_run": "10", "interval_seconds": 60}',
+            "--follow-runs",
+            "2",
+            "--timeout",
+            "300",
+        )
+        say("demo strategy settled two runs; the stack keeps running (Ctrl-C stops it)")
     except subprocess.CalledProcessError:
         if not stack.stopping:
-            say("demo trade did not settle; see the output above (the stack keeps running)")
+            say("the demo did not settle; see the output above (the stack keeps running)")
 
 
 def main() -> int:

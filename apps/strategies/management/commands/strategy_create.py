@@ -8,6 +8,7 @@ service and checks as the API (docs/strategies.md).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -37,6 +38,14 @@ class Command(BaseCommand):
         parser.add_argument("--oco-group", default="")
         parser.add_argument("--params", default="{}", help="the kind's parameters as a JSON object")
         parser.add_argument("--idempotency-key", default=None)
+        parser.add_argument(
+            "--follow-runs",
+            type=int,
+            default=0,
+            help="stay and print each run as it happens until this many runs' trades settle "
+            "(or the strategy ends); exits 1 if a run's trade ends otherwise",
+        )
+        parser.add_argument("--timeout", type=int, default=600, help="seconds --follow-runs waits at most")
 
     def handle(self, *args, **o):
         wallet = (
@@ -86,3 +95,30 @@ class Command(BaseCommand):
             f"{strategy.kind} selling up to {o['total']} {o['sell']} for {o['buy']}, "
             f"next run at {strategy.next_run_at:%Y-%m-%d %H:%M:%S} UTC"
         )
+        if o["follow_runs"]:
+            self._follow(strategy, runs=o["follow_runs"], timeout=o["timeout"])
+
+    def _follow(self, strategy, *, runs: int, timeout: int) -> None:
+        """Print each run and its trade's end as they happen, until `runs` runs' trades settled."""
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            strategy.refresh_from_db()
+            for run in strategy.runs.select_related("trade").order_by("sequence"):
+                state = run.trade.state if run.trade else run.outcome
+                if seen.get(run.sequence) != state:
+                    seen[run.sequence] = state
+                    what = f"trade {run.trade_id} {state}" if run.trade else f"{run.outcome}: {run.reason}"
+                    self.stdout.write(f"  {timezone.now():%H:%M:%S} run {run.sequence}: {what}")
+                if run.trade and run.trade.state in ("REJECTED", "FAILED", "CANCELLED"):
+                    raise CommandError(
+                        f"run {run.sequence}'s trade ended {run.trade.state}: {run.trade.reason}"
+                    )
+            settled = sum(1 for state in seen.values() if state == "SETTLED")
+            if settled >= runs:
+                self.stdout.write(self.style.SUCCESS(f"strategy {strategy.pk}: {settled} runs settled"))
+                return
+            if strategy.state != "ACTIVE":
+                raise CommandError(f"strategy {strategy.pk} is {strategy.state}: {strategy.reason}")
+            time.sleep(1)
+        raise CommandError(f"strategy {strategy.pk}: {runs} runs did not settle in {timeout}s")
