@@ -32,6 +32,7 @@ from web3 import Web3
 
 from apps.chain.models import Chain, ChainEpoch, Dex, Pair, RpcEndpoint, Token
 from apps.chain.rpc import RpcError, chain_id_of, rpc_request
+from apps.signing.models import SigningRecord
 from apps.trades.audit import AuditEntry, audit_append_many
 from apps.trades.models import NON_TERMINAL, Trade, TradeState
 from apps.trades.real_money_transaction_manager.transition import end_trade
@@ -589,6 +590,8 @@ def _epochs_finish(chain: Chain) -> list[EpochReport]:
     for attempt in serializable_attempts(label="dev chain epoch finish"):
         with attempt:
             restarted = NonceCursor.objects.filter(chain=chain).update(next_nonce=0, released=[])
+            # What was signed for the replaced chain no longer holds its nonce on the new one.
+            SigningRecord.objects.filter(chain=chain, retired=False).update(retired=True)
             now = timezone.now()
             reports = []
             for epoch in pending:

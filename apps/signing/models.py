@@ -27,17 +27,23 @@ class SigningRecord(models.Model):
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaced_by"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set only by `manage.py devchain up` (as the database's owner; no process role may write it)
+    # when a development chain was replaced by a new one: the new chain counts every nonce from 0
+    # again, so what was signed for the old one no longer holds its nonce.
+    retired = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["wallet", "chain", "nonce"],
-                condition=models.Q(replaces__isnull=True),
+                condition=models.Q(replaces__isnull=True, retired=False),
                 name="signing_one_original_payload_per_nonce",
             ),
             models.UniqueConstraint(
-                fields=["wallet", "chain", "nonce", "payload_hash"], name="signing_payload_once"
+                fields=["wallet", "chain", "nonce", "payload_hash"],
+                condition=models.Q(retired=False),
+                name="signing_payload_once",
             ),
         ]
 

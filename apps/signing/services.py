@@ -404,6 +404,7 @@ def _records_at_nonces_query() -> str:
         f"SELECT {columns}, s.id FROM {_name(SigningRecord._meta.db_table)} s"  # noqa: S608 - as above
         " WHERE (s.wallet_id, s.chain_id, s.nonce) IN"
         " (SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]))"
+        " AND NOT s.retired"  # signed for a replaced dev chain (manage.py devchain up)
         " ORDER BY s.id"
     )
 

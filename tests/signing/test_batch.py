@@ -231,3 +231,18 @@ def test_a_premature_sign_request_leaves_nothing_that_could_later_reject_the_tra
     assert _codes(trade) == []
     Trade.objects.filter(pk=trade.pk).update(state="SIGNING")  # the engine froze it meanwhile
     assert services.trade_sign(trade_id=trade.pk, attempt=1).signed
+
+
+def test_a_nonce_signed_for_a_replaced_dev_chain_carries_a_new_payload_once_retired(wallet):
+    """`devchain up` found a new dev chain and retired what was signed for the old one: the new
+    chain counts nonces from 0 again, and a payload signed there no longer holds its nonce."""
+    grant_scope(wallet)
+    old = signing_trade(wallet, with_approve=False)
+    assert services.trade_sign(trade_id=old.pk, attempt=1).signed
+    NonceCursor.objects.filter(wallet=wallet).update(next_nonce=0)  # the new chain's count
+    new = signing_trade(wallet, with_approve=False)
+    assert not services.trade_sign(trade_id=new.pk, attempt=1).signed
+    assert _codes(new) == ["nonce_reused"]
+    SigningRefusal.objects.filter(trade=new).delete()
+    SigningRecord.objects.filter(trade=old).update(retired=True)  # as devchain up does, as the owner
+    assert services.trade_sign(trade_id=new.pk, attempt=1).signed
