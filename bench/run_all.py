@@ -221,6 +221,44 @@ def watcher_rows(r: dict) -> list[Row]:
     return rows
 
 
+def strategies_rows(r: dict) -> list[Row]:
+    """bench/strategies.py: each size (ACTIVE strategies, `due` of them due) against the smallest, all
+    due; the target (within the ratio) on the largest."""
+    base = r["sizes"][str(r["baseline_size"])]
+    label = f"{r['baseline_size']} active, all due"
+    target = f"<= {r['target_ratio']:g}x"
+    rows = []
+    for size, s in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
+        if int(size) == r["baseline_size"]:
+            continue
+        top = int(size) == r["largest_size"]
+        time_ratio = round(s["tick_ms_p50"] / base["tick_ms_p50"], 2)
+        statements_ratio = round(s["statements_p50"] / base["statements_p50"], 2)
+        rows += [
+            Row(
+                f"tick p50, {int(size):,} active / {s['due']} due",
+                s["tick_ms_p50"],
+                "ms",
+                base["tick_ms_p50"],
+                label,
+                time_ratio,
+                target if top else "",
+                time_ratio <= r["target_ratio"] if top else None,
+            ),
+            Row(
+                f"SQL statements per tick, {int(size):,} active / {s['due']} due",
+                s["statements_p50"],
+                "",
+                base["statements_p50"],
+                label,
+                statements_ratio,
+                target if top else "",
+                statements_ratio <= r["target_ratio"] if top else None,
+            ),
+        ]
+    return rows
+
+
 def api_rows(r: dict) -> list[Row]:
     return [
         Row(
@@ -339,6 +377,7 @@ BENCHMARKS = {
         ["bench/watcher.py", "--ticks", "5", "--sizes", "10,1000"],
         watcher_rows,
     ),
+    "strategies": (["bench/strategies.py"], ["bench/strategies.py", "--quick"], strategies_rows),
     "api": (["bench/api.py"], ["bench/api.py", "--seconds", "4"], api_rows),
     "market": (["bench/market.py"], ["bench/market.py", "--seconds", "0.5"], market_rows),
     "ml": (["bench/ml.py"], ["bench/ml.py", "--repeats", "100"], ml_rows),
