@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from apps.chain.models import Chain, Dex, Pair, RpcEndpoint, Token
+from project.admin_shown import ShownOnly
 
 HEALTH_FIELDS = (
     "health",
@@ -14,22 +15,12 @@ HEALTH_FIELDS = (
 )
 
 
-class _ReadOnly:
-    """RPC endpoints are shown, never edited, here: the web's database role may not write them (a
-    compromised web process must not point the engine at an attacker's node). They come from
-    RPC_ENDPOINTS, synced by `manage.py rpc_endpoints_sync` on the host."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+# RPC endpoints are shown, never edited, here: the web's database role may not write them (a
+# compromised web process must not point the engine at an attacker's node). They come from
+# RPC_ENDPOINTS, synced by `manage.py rpc_endpoints_sync` on the host.
 
 
-class RpcEndpointInline(_ReadOnly, admin.TabularInline):
+class RpcEndpointInline(ShownOnly, admin.TabularInline):
     model = RpcEndpoint
     extra = 0
     readonly_fields = HEALTH_FIELDS
@@ -50,7 +41,7 @@ class ChainAdmin(admin.ModelAdmin):
 
 
 @admin.register(RpcEndpoint)
-class RpcEndpointAdmin(_ReadOnly, admin.ModelAdmin):
+class RpcEndpointAdmin(ShownOnly, admin.ModelAdmin):
     list_display = (
         "name",
         "chain",

@@ -7,6 +7,7 @@ from django_celery_beat import models as beat_models
 
 from apps.gateway.models import ApiToken
 from apps.gateway.services import api_token_create, api_token_revoke
+from project.admin_shown import ShownOnly
 
 
 class ApiTokenForm(forms.ModelForm):
@@ -52,21 +53,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
         messages.success(request, f"revoked {queryset.count()} token(s)")
 
 
-class _ScheduleShownOnly:
-    """Beat schedules are shown, never edited, in the admin: the web's database role may not write
-    them (a compromised web process must not schedule work). `manage.py setup_schedules` on the host
-    writes them."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
+# Beat schedules are shown, never edited, in the admin: the web's database role may not write them
+# (a compromised web process must not schedule work); `manage.py setup_schedules` on the host does.
 for _model in (
     beat_models.PeriodicTask,
     beat_models.IntervalSchedule,
@@ -75,8 +63,6 @@ for _model in (
     beat_models.ClockedSchedule,
 ):
     if admin.site.is_registered(_model):
-        _shown = admin.site._registry[_model]
+        _base = type(admin.site._registry[_model])
         admin.site.unregister(_model)
-        admin.site.register(
-            _model, type(f"Shown{type(_shown).__name__}", (_ScheduleShownOnly, type(_shown)), {})
-        )
+        admin.site.register(_model, type(f"Shown{_base.__name__}", (ShownOnly, _base), {}))

@@ -8,14 +8,15 @@ from django.utils.html import format_html, format_html_join
 
 from apps.strategies.models import Strategy, StrategyEvent, StrategyRun
 from apps.strategies.services import StrategyStateError, strategy_cancel, strategy_pause, strategy_resume
-from apps.trades.admin import ReadOnlyMixin, StaffViewMixin
+from apps.trades.admin import StaffViewMixin
 from apps.trades.models import TradeEvent
 from project.admin_confirm import confirmation_page, confirmed
+from project.admin_shown import ShownOnly
 
 RUNS_SHOWN = 50
 
 
-class StrategyRunInline(ReadOnlyMixin, admin.TabularInline):
+class StrategyRunInline(ShownOnly, admin.TabularInline):
     model = StrategyRun
     extra = 0
     fields = ("sequence", "outcome", "trade_link", "amount_in", "reason", "created_at", "ended_at")
@@ -31,7 +32,7 @@ class StrategyRunInline(ReadOnlyMixin, admin.TabularInline):
         return format_html('<a href="{}">trade {} [{}]</a>', url, run.trade_id, run.trade.state)
 
 
-class StrategyEventInline(ReadOnlyMixin, admin.TabularInline):
+class StrategyEventInline(ShownOnly, admin.TabularInline):
     model = StrategyEvent
     fk_name = "strategy"
     extra = 0
@@ -43,7 +44,7 @@ class StrategyEventInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Strategy)
-class StrategyAdmin(StaffViewMixin, ReadOnlyMixin, admin.ModelAdmin):
+class StrategyAdmin(StaffViewMixin, ShownOnly, admin.ModelAdmin):
     list_display = ("id", "kind", "state", "owner", "wallet", "next_run_at", "runs_created", "updated_at")
     list_filter = ("state", "kind", "chain")
     search_fields = ("=id", "oco_group", "idempotency_key")

@@ -10,20 +10,10 @@ from apps.trades.audit import audit_verify
 from apps.trades.models import ChainTransaction, OwnerRequest, Trade, TradeEvent
 from apps.trades.services import admin_trade_cancel, admin_trades_retry
 from project.admin_confirm import confirmation_page, confirmed
+from project.admin_shown import ShownOnly
 
 
-class ReadOnlyMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class TradeEventInline(ReadOnlyMixin, admin.TabularInline):
+class TradeEventInline(ShownOnly, admin.TabularInline):
     model = TradeEvent
     extra = 0
     fields = ("created_at", "kind", "from_state", "to_state", "data", "hash")
@@ -33,7 +23,7 @@ class TradeEventInline(ReadOnlyMixin, admin.TabularInline):
     verbose_name_plural = "timeline"
 
 
-class ChainTransactionInline(ReadOnlyMixin, admin.TabularInline):
+class ChainTransactionInline(ShownOnly, admin.TabularInline):
     model = ChainTransaction
     fk_name = "trade"
     extra = 0
@@ -54,7 +44,7 @@ class ChainTransactionInline(ReadOnlyMixin, admin.TabularInline):
     verbose_name_plural = "transaction attempts"
 
 
-class OwnerRequestInline(ReadOnlyMixin, admin.TabularInline):
+class OwnerRequestInline(ShownOnly, admin.TabularInline):
     model = OwnerRequest
     extra = 0
     fields = ("created_at", "kind", "requested_by", "reason", "handled_at", "outcome")
@@ -77,7 +67,7 @@ class StaffViewMixin:
 
 
 @admin.register(Trade)
-class TradeAdmin(StaffViewMixin, ReadOnlyMixin, admin.ModelAdmin):
+class TradeAdmin(StaffViewMixin, ShownOnly, admin.ModelAdmin):
     list_display = ("id", "state", "owner", "wallet", "chain", "amount_in", "created_at", "updated_at")
     list_filter = ("state", "chain", "wallet")
     search_fields = ("idempotency_key", "=id")
@@ -137,7 +127,7 @@ class TradeAdmin(StaffViewMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(TradeEvent)
-class TradeEventAdmin(StaffViewMixin, ReadOnlyMixin, admin.ModelAdmin):
+class TradeEventAdmin(StaffViewMixin, ShownOnly, admin.ModelAdmin):
     list_display = ("id", "trade", "kind", "from_state", "to_state", "created_at", "hash")
     list_filter = ("kind", "to_state")
     search_fields = ("=trade__id", "hash")

@@ -22,6 +22,7 @@ from apps.wallets.services import (
     wallet_create,
 )
 from project.admin_confirm import confirmation_page, confirmed
+from project.admin_shown import ShownOnly
 
 
 class ScopeInline(admin.TabularInline):
@@ -230,18 +231,9 @@ class NonceCursorAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuthorityKey)
-class AuthorityKeyAdmin(admin.ModelAdmin):
+class AuthorityKeyAdmin(ShownOnly, admin.ModelAdmin):
     """Read-only: an authority key is registered and removed only on the signer's host."""
 
     list_display = ("address", "owner", "label", "created_at", "removed_at")
     list_filter = ("removed_at",)
     readonly_fields = ("owner", "address", "label", "created_at", "removed_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
