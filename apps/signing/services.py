@@ -8,26 +8,31 @@ the database and judged again here, whoever put the request on the queue.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 
-import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import DateTimeField, Exists, Field, OuterRef, Sum
+from django.db.models import Exists, OuterRef, Sum
 from django.utils import timezone
-from psycopg.pq import Format
 
-from apps.chain.models import Chain
 from apps.chain.txcodec import payload_hash
 from apps.signing.backends import backend_from_settings
 from apps.signing.backends.base import KeyBackend, KeyBackendError, KeyBackendUnavailable
 from apps.signing.models import SigningRecord, SigningRefusal
+from apps.signing.rows import (
+    Record,
+    Request,
+    binary_cursor,
+    insert_ledger,
+    insert_records,
+    load_requests,
+    records_at_nonces_query,
+)
 from apps.signing.txsign import sign_transaction
 from apps.trades.models import ChainTransaction, Trade, TradeState
-from apps.wallets.models import AuthorityKey, NonceCursor, SpendLedgerEntry, Wallet
+from apps.wallets.models import AuthorityKey, Wallet
 from apps.wallets.scope import ScopeState, active_scopes_query, scope_check, spent_usd_query
 from project.db import serializable_attempts
 from project.locks import Advisory
@@ -37,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 # Key-backend failures that heal by themselves; every other backend error refuses the request.
 TRANSIENT_KEY_ERRORS = (KeyBackendUnavailable,)
-
 
 
 @cache
@@ -75,9 +79,6 @@ def wallet_key_create(*, wallet_id: int) -> Wallet | None:
     wallet.refresh_from_db()
     logger.info("wallet key created", extra={"wallet": wallet.pk, "backend": wallet.key_backend})
     return wallet
-
-
-Request = tuple[int, int]  # (trade id, attempt)
 
 
 def trade_sign(*, trade_id: int, attempt: int) -> SignOutcome:
@@ -193,126 +194,6 @@ def pending_requests(*, limit: int, exclude: list[Request]) -> list[Request]:
 # and parsed every timestamp in Python, which cost more than PostgreSQL spent running the statements.
 
 
-def _cursor():
-    """A cursor with binary server-side parameters (%b) and binary results, wrapped as Django wraps
-    its own: database errors arrive as Django's (IntegrityError) and query logging sees it."""
-    connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
-    cursor.format = Format.BINARY
-    return (
-        connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
-    )
-
-
-def _name(name: str) -> str:
-    return connection.ops.quote_name(name)
-
-
-def _select_list(model, alias: str) -> str:
-    """Every concrete column of `model`, in field order (the order Model.from_db takes)."""
-    return ", ".join(f"{alias}.{_name(field.column)}" for field in model._meta.concrete_fields)
-
-
-def _array_of(field) -> str:
-    # Cast to the bare type (varchar, numeric): an explicit cast to varchar(66) would truncate an
-    # over-long value silently, where the INSERT's own assignment refuses it.
-    return field.db_type(connection).split("(")[0] + "[]"
-
-
-@cache
-def _datetime_positions(model) -> tuple[int, ...]:
-    """Where `model`'s datetime columns are; refused for a model with a field that converts what
-    the database returns (from_db_value), which this loader does not do."""
-    for field in model._meta.concrete_fields:
-        if hasattr(field, "from_db_value"):
-            # Binary results would hand it what it does not expect (a parsed jsonb, say).
-            raise NotImplementedError(
-                f"{field} converts its database value: load {model.__name__} with the ORM"
-            )
-    return tuple(i for i, field in enumerate(model._meta.concrete_fields) if isinstance(field, DateTimeField))
-
-
-def _instance(model, values: tuple):
-    """A model instance from its concrete columns read in binary, equal to what the ORM builds."""
-    datetimes = _datetime_positions(model)
-    if datetimes:
-        values = list(values)
-        for i in datetimes:
-            if values[i] is not None:
-                values[i] = values[i].astimezone(connection.timezone)  # the ORM's zone (UTC)
-    return model.from_db(connection.alias, None, values)
-
-
-@cache
-def _requests_query() -> tuple[str, tuple[int, ...]]:
-    """One row per frozen transaction of each requested (trade, attempt), or one row without a
-    transaction when it has none: the transaction's signing record id, the wallet's nonce cursor on
-    the chain, and every column of the trade, its wallet, its chain and the transaction. Also the
-    offsets where each model's columns begin."""
-    models = ((Trade, "t"), (Wallet, "w"), (Chain, "c"), (ChainTransaction, "x"))
-    offsets, at = [], 4
-    for model, _alias in models:
-        offsets.append(at)
-        at += len(model._meta.concrete_fields)
-    offsets.append(at)
-    table = {model: _name(model._meta.db_table) for model in (*dict(models), NonceCursor, SigningRecord)}
-    sql = (
-        "SELECT r.trade_id, r.attempt, n.next_nonce, s.id, "  # noqa: S608 - names from the models
-        + ", ".join(_select_list(model, alias) for model, alias in models)
-        + " FROM unnest(%b::bigint[], %b::integer[]) AS r(trade_id, attempt)"
-        f" JOIN {table[Trade]} t ON t.id = r.trade_id"
-        f" JOIN {table[Wallet]} w ON w.id = t.wallet_id"
-        f" JOIN {table[Chain]} c ON c.id = t.chain_id"
-        f" LEFT JOIN {table[NonceCursor]} n ON n.wallet_id = t.wallet_id AND n.chain_id = t.chain_id"
-        f" LEFT JOIN {table[ChainTransaction]} x ON x.trade_id = r.trade_id AND x.attempt = r.attempt"
-        f" LEFT JOIN {table[SigningRecord]} s ON s.chain_transaction_id = x.id"
-        " ORDER BY r.trade_id, x.sequence"
-    )
-    return sql, tuple(offsets)
-
-
-@dataclass
-class _Requests:
-    trades: dict[int, Trade]  # requested trades that exist, with their wallet and chain
-    transactions: dict[Request, list[ChainTransaction]]  # in sequence order
-    done: dict[int, int]  # transaction id -> its signing record's id
-    next_nonces: dict[tuple[int, int], int]  # (wallet, chain) -> the nonce cursor's next_nonce
-
-
-def _load_requests(requests: list[Request]) -> _Requests:
-    """The requests' trades (one instance per wallet and per chain, shared), frozen transactions,
-    existing records and nonce cursors, with one query."""
-    sql, (t, w, c, x, end) = _requests_query()
-    unique = list(dict.fromkeys(requests))
-    loaded = _Requests(trades={}, transactions={r: [] for r in unique}, done={}, next_nonces={})
-    wallets: dict[int, Wallet] = {}
-    chains: dict[int, Chain] = {}
-    with _cursor() as cursor:
-        cursor.execute(sql, [[trade_id for trade_id, _ in unique], [attempt for _, attempt in unique]])
-        rows = cursor.fetchall()
-    for row in rows:
-        trade_id, attempt, next_nonce, record_id = row[:4]
-        trade = loaded.trades.get(trade_id)
-        if trade is None:
-            trade = loaded.trades[trade_id] = _instance(Trade, row[t:w])
-            wallet = wallets.get(trade.wallet_id)
-            if wallet is None:
-                wallet = wallets[trade.wallet_id] = _instance(Wallet, row[w:c])
-            chain = chains.get(trade.chain_id)
-            if chain is None:
-                chain = chains[trade.chain_id] = _instance(Chain, row[c:x])
-            Trade.wallet.field.set_cached_value(trade, wallet)
-            Trade.chain.field.set_cached_value(trade, chain)
-            if next_nonce is not None:
-                loaded.next_nonces[(trade.wallet_id, trade.chain_id)] = next_nonce
-        if row[x] is not None:
-            tx = _instance(ChainTransaction, row[x:end])
-            loaded.transactions[(trade_id, attempt)].append(tx)
-            if record_id is not None:
-                loaded.done[tx.pk] = record_id
-    return loaded
-
-
 _BEFORE_SIGNING = frozenset({TradeState.PENDING, TradeState.SIMULATING, TradeState.VALIDATING})
 
 
@@ -364,51 +245,6 @@ class _BatchState(ScopeState):
         self._spent_total[scope.pk] = self._spent_total.get(scope.pk, Decimal(0)) + notional
 
 
-@dataclass(slots=True, eq=False)
-class _Record:
-    """A SigningRecord row as the batch uses it: one already written (read for the nonce checks,
-    without its raw bytes) or one this batch signs (pk None until it is inserted)."""
-
-    wallet_id: int
-    chain_id: int
-    nonce: int
-    chain_transaction_id: int
-    trade_id: int
-    attempt: int
-    payload_hash: str
-    tx_hash: str
-    raw_signed: bytes | None
-    max_fee_per_gas: Decimal
-    max_priority_fee_per_gas: Decimal
-    replaces_id: int | None
-    created_at: datetime
-    pk: int | None = None
-
-
-RECORD_COLUMNS = tuple(f.name for f in fields(_Record) if f.name != "pk")  # SigningRecord attnames
-
-
-@cache
-def _record_columns() -> list[Field]:
-    by_attname = {field.attname: field for field in SigningRecord._meta.concrete_fields}
-    return [by_attname[name] for name in RECORD_COLUMNS]
-
-
-@cache
-def _records_at_nonces_query() -> str:
-    """The signing records of a list of (wallet, chain, nonce), oldest first."""
-    columns = ", ".join(
-        "NULL" if field.attname == "raw_signed" else f"s.{_name(field.column)}" for field in _record_columns()
-    )
-    return (
-        f"SELECT {columns}, s.id FROM {_name(SigningRecord._meta.db_table)} s"  # noqa: S608 - as above
-        " WHERE (s.wallet_id, s.chain_id, s.nonce) IN"
-        " (SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]))"
-        " AND NOT s.retired"  # signed for a replaced dev chain (manage.py devchain up)
-        " ORDER BY s.id"
-    )
-
-
 class _NonceUse:
     """The signing records of every (wallet, chain, nonce) the batch touches, plus the batch's own."""
 
@@ -418,24 +254,24 @@ class _NonceUse:
             for (tid, _), txs in txs_by_request.items()
             for tx in txs
         }
-        self._by_nonce: dict[tuple[int, int, int], list[_Record]] = {}
-        self._by_tx: dict[int, _Record] = {}
+        self._by_nonce: dict[tuple[int, int, int], list[Record]] = {}
+        self._by_tx: dict[int, Record] = {}
         self._replaced: set[int] = set()
         if keys:
-            with _cursor() as cursor:
+            with binary_cursor() as cursor:
                 cursor.execute(
-                    _records_at_nonces_query(), [list(column) for column in zip(*keys, strict=True)]
+                    records_at_nonces_query(), [list(column) for column in zip(*keys, strict=True)]
                 )
                 for row in cursor.fetchall():
-                    self.add(_Record(*row))
+                    self.add(Record(*row))
 
-    def add(self, record: _Record) -> None:
+    def add(self, record: Record) -> None:
         self._by_nonce.setdefault((record.wallet_id, record.chain_id, int(record.nonce)), []).append(record)
         self._by_tx[record.chain_transaction_id] = record
         if record.replaces_id is not None:
             self._replaced.add(record.replaces_id)
 
-    def check(self, *, trade: Trade, tx: ChainTransaction) -> _Record | None:
+    def check(self, *, trade: Trade, tx: ChainTransaction) -> Record | None:
         """None for a fresh nonce; the replaced record for a valid replacement; Refused otherwise."""
         used = self._by_nonce.get((trade.wallet_id, trade.chain_id, int(tx.nonce)), [])
         if not used:
@@ -466,12 +302,12 @@ class _NonceUse:
 
 def _sign_batch_in_transaction(requests: list[Request]) -> dict[Request, SignOutcome]:
     now = timezone.now()
-    loaded = _load_requests(requests)
+    loaded = load_requests(requests)
     trades, txs_by_request, done = loaded.trades, loaded.transactions, loaded.done
     state = _BatchState(list(trades.values()), now, loaded.next_nonces)
     nonces = _NonceUse(txs_by_request, trades)
     outcomes: dict[Request, SignOutcome] = {}
-    new_records: list[_Record] = []
+    new_records: list[Record] = []
     ledger: dict[tuple[int, int], tuple] = {}  # (scope, trade) -> a SpendLedgerEntry row
     refusals: list[SigningRefusal] = []
     signed: list[Request] = []
@@ -524,9 +360,9 @@ def _sign_batch_in_transaction(requests: list[Request]) -> dict[Request, SignOut
         new_records.extend(records)
         signed.append(request)
         told.append(request)
-    _insert_records(new_records)
+    insert_records(new_records)
     if ledger:
-        _insert_ledger(list(ledger.values()))
+        insert_ledger(list(ledger.values()))
     if refusals:
         SigningRefusal.objects.bulk_create(refusals)
     done.update((record.chain_transaction_id, record.pk) for record in new_records)
@@ -571,53 +407,7 @@ def _judge(*, trade: Trade, txs: list[ChainTransaction], now, state: _BatchState
     return planned
 
 
-def _insert_from_arrays(model, columns: list[Field], tail: str) -> str:
-    """An INSERT of one row per element of one array per column: the same text whatever the count."""
-    names = ", ".join(_name(field.column) for field in columns)
-    arrays = ", ".join(f"%b::{_array_of(field)}" for field in columns)
-    table = _name(model._meta.db_table)
-    return f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}"  # noqa: S608 - names from the models
-
-
-@cache
-def _insert_records_query() -> str:
-    return _insert_from_arrays(SigningRecord, _record_columns(), "RETURNING id, chain_transaction_id")
-
-
-def _insert_records(records: list[_Record]) -> None:
-    """One INSERT for the batch's records. The table's constraints judge every row as they would one
-    by one (a conflict is an IntegrityError); the ids come back keyed by transaction."""
-    if not records:
-        return
-    with _cursor() as cursor:
-        cursor.execute(
-            _insert_records_query(),
-            [[getattr(record, name) for record in records] for name in RECORD_COLUMNS],
-        )
-        ids = {tx_id: pk for pk, tx_id in cursor.fetchall()}
-    for record in records:
-        record.pk = ids[record.chain_transaction_id]
-
-
-LEDGER_COLUMNS = ("scope_id", "trade_id", "amount_in", "notional_usd", "created_at")
-
-
-@cache
-def _insert_ledger_query() -> str:
-    columns = [SpendLedgerEntry._meta.get_field(name) for name in LEDGER_COLUMNS]
-    # An entry for this (scope, trade) already there is the same trade's earlier attempt: keep it.
-    return _insert_from_arrays(
-        SpendLedgerEntry, columns, "ON CONFLICT ON CONSTRAINT ledger_one_entry_per_trade DO NOTHING"
-    )
-
-
-def _insert_ledger(rows: list[tuple]) -> None:
-    """SpendLedgerEntry rows (LEDGER_COLUMNS), one per (scope, trade), with one INSERT."""
-    with _cursor() as cursor:
-        cursor.execute(_insert_ledger_query(), [list(column) for column in zip(*rows, strict=True)])
-
-
-def _signed_record(*, trade: Trade, tx: ChainTransaction, attempt: int, digest: str, replaces) -> _Record:
+def _signed_record(*, trade: Trade, tx: ChainTransaction, attempt: int, digest: str, replaces) -> Record:
     try:
         signed = sign_transaction(
             backend(trade.wallet.key_backend), trade.wallet.key_id, tx.as_unsigned_dict()
@@ -626,7 +416,7 @@ def _signed_record(*, trade: Trade, tx: ChainTransaction, attempt: int, digest: 
         raise  # the task retries: a sealed or unreachable Vault comes back
     except KeyBackendError as exc:
         raise Refused("key_unavailable", str(exc)) from exc
-    return _Record(
+    return Record(
         wallet_id=trade.wallet_id,
         chain_id=trade.chain_id,
         nonce=int(tx.nonce),

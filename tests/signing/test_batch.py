@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from web3 import Web3
 
-from apps.signing import services
+from apps.signing import rows, services
 from apps.signing.models import SigningRecord, SigningRefusal
 from apps.trades.models import ChainTransaction, Trade
 from apps.wallets.models import NonceCursor, Wallet
@@ -185,7 +185,7 @@ def test_the_batch_judges_exactly_the_rows_the_orm_reads(wallet):
     requests = [(t.pk, 1) for t in trades] + [(trades[0].pk, 2), (10**9, 1)]
 
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
-        loaded = services._load_requests(requests)
+        loaded = rows.load_requests(requests)
     assert len(queries) == 1
 
     assert set(loaded.trades) == {t.pk for t in trades}  # the unknown trade is absent

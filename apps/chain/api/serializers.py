@@ -2,8 +2,11 @@
 
 from rest_framework import serializers
 
+from apps.gateway.api.base import address_field
+from apps.gateway.validation_2026 import QuerySerializer
 
-class ChainFilterQuery(serializers.Serializer):
+
+class ChainFilterQuery(QuerySerializer):
     chain_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
 
 
@@ -19,7 +22,7 @@ class ChainOutput(serializers.Serializer):
 class TokenOutput(serializers.Serializer):
     id = serializers.IntegerField()
     chain_id = serializers.IntegerField(source="chain.chain_id")
-    address = serializers.CharField()
+    address = address_field()
     symbol = serializers.CharField()
     name = serializers.CharField()
     decimals = serializers.IntegerField()
@@ -32,5 +35,5 @@ class DexOutput(serializers.Serializer):
     chain_id = serializers.IntegerField(source="chain.chain_id")
     name = serializers.CharField()
     kind = serializers.CharField()
-    router = serializers.CharField()
-    factory = serializers.CharField()
+    router = address_field()
+    factory = address_field()

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.chain import devchain
+from apps.chain.epochs import RealChainHistoryRefused, dev_chain_epoch
 
 
 class Command(BaseCommand):
@@ -60,8 +61,8 @@ class Command(BaseCommand):
         self.ensure_node()
         # A restarted node is a new chain: a new epoch for a dev chain, before anything is deployed.
         try:
-            epochs = devchain.dev_chain_epoch(url=self.url)
-        except devchain.RealChainHistoryRefused as exc:
+            epochs = dev_chain_epoch(url=self.url)
+        except RealChainHistoryRefused as exc:
             raise CommandError(str(exc)) from exc
         for epoch in epochs:
             self.say(self.style.WARNING(epoch.line()))
