@@ -2,11 +2,8 @@
 
 from rest_framework import serializers
 
-from apps.gateway.api.base import address_field
-from apps.gateway.validation_2026 import QuerySerializer
 
-
-class ChainFilterQuery(QuerySerializer):
+class ChainFilterQuery(serializers.Serializer):
     chain_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
 
 
@@ -22,7 +19,7 @@ class ChainOutput(serializers.Serializer):
 class TokenOutput(serializers.Serializer):
     id = serializers.IntegerField()
     chain_id = serializers.IntegerField(source="chain.chain_id")
-    address = address_field()
+    address = serializers.CharField()
     symbol = serializers.CharField()
     name = serializers.CharField()
     decimals = serializers.IntegerField()
@@ -35,5 +32,5 @@ class DexOutput(serializers.Serializer):
     chain_id = serializers.IntegerField(source="chain.chain_id")
     name = serializers.CharField()
     kind = serializers.CharField()
-    router = address_field()
-    factory = address_field()
+    router = serializers.CharField()
+    factory = serializers.CharField()
