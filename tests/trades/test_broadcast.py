@@ -194,6 +194,8 @@ def test_a_step_that_finds_the_wallets_broadcaster_busy_leaves_its_sending_to_it
         rmtm.trade_after_signing(requests=[(first.pk, 1)])  # returns at once: someone is sending
         assert Trade.objects.get(pk=first.pk).state == "CONFIRMING"
         assert _sent_nonces(scoped_wallet) == []
+        # Let go explicitly: a closed session's lock lingers until its backend has seen the close.
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [int(Advisory.WALLET_BROADCAST), scoped_wallet.pk])
     rmtm.trade_after_signing(requests=[(second.pk, 1)])  # the next broadcaster sends both, in order
     assert _sent_nonces(scoped_wallet) == [0, 1, 2, 3]
 

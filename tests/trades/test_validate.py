@@ -239,6 +239,8 @@ def test_a_validation_that_finds_the_wallet_busy_leaves_its_trade_to_the_holder(
         other.execute("SELECT pg_advisory_lock(%s, %s)", [int(Advisory.WALLET_NONCES), scoped_wallet.pk])
         assert rmtm.trade_validate(trade_id=trade.pk) is None
         assert Trade.objects.get(pk=trade.pk).state == "VALIDATING"
+        # Let go explicitly: a closed session's lock lingers until its backend has seen the close.
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [int(Advisory.WALLET_NONCES), scoped_wallet.pk])
     rmtm.trade_validate(trade_id=trade.pk)
     assert Trade.objects.get(pk=trade.pk).state == "SIGNING"
 
